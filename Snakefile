@@ -1,0 +1,25 @@
+# offloadbench: QLoRA + CPU offload versus DeepSpeed ZeRO-3 offload.
+# This file only wires. The config is validated in workflow/rules/common.smk before any job;
+# the steps live in workflow/rules/*.smk and call the offloadbench package.
+#
+#   snakemake --cores all                                   # default profile (offline, CPU)
+#   snakemake --cores all --configfile configs/paper.yaml   # the paper (GPU, hub access)
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "configs/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

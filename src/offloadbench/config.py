@@ -1,0 +1,246 @@
+"""Configuration: schema validation, cross-key checks and the resolved spec of each job.
+
+The Snakefile validates the merged config with Snakemake's own ``validate`` against
+``workflow/schemas/config.schema.yaml`` and then calls :func:`check_config` for what a JSON schema
+cannot say (unique run names, block size against context length, files that must exist, a
+DeepSpeed config that must agree with the run). The scripts never read the YAML themselves: every
+rule hands them a resolved JSON spec (:func:`run_spec`, :func:`data_spec`, ...), so a change of
+config re-runs exactly the jobs whose spec changed (Snakemake's params rerun trigger).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_DIR = REPO / "workflow" / "schemas"
+DEFAULT_CONFIG = REPO / "configs" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and what would be right."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Merge like Snakemake's --configfile: dicts recursively, everything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def schema_errors(config: dict) -> list[str]:
+    """All schema violations, each as 'key.path: message' (empty when valid)."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    schema = read_yaml(SCHEMA_DIR / "config.schema.yaml")
+    registry = Registry().with_resource("urn:config", Resource.from_contents(schema))
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    errors = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        errors.append(f"{where}: {err.message}")
+    return errors
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
+    """Load configs/config.yaml, merge further profiles onto it, validate and check.
+
+    This is what the Snakefile does, for tests and tools that run outside Snakemake.
+    """
+    config = read_yaml(DEFAULT_CONFIG)
+    for path in paths:
+        config = deep_merge(config, read_yaml(path))
+    if overrides:
+        config = deep_merge(config, overrides)
+    errors = schema_errors(config)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    check_config(config)
+    return config
+
+
+def _need(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key {key}: {message}")
+
+
+def check_config(config: dict, root: str | Path = ".") -> None:
+    """Cross-key checks a JSON schema cannot express. Raises ConfigError naming the key."""
+    root = Path(root)
+    ds, model = config["dataset"], config["model"]
+    _need(ds["source"] != "hub" or "hub" in ds, "dataset.hub", "required when dataset.source is hub")
+    _need(ds["source"] != "files" or "files" in ds, "dataset.files", "required when dataset.source is files")
+    if ds["source"] == "files":
+        for split in ("train", "validation"):
+            path = root / ds["files"][split]
+            _need(path.is_file(), f"dataset.files.{split}", f"file {path} does not exist")
+    _need(model["source"] != "hub" or "hub" in model, "model.hub", "required when model.source is hub")
+    if model["source"] == "scratch":
+        _need("scratch" in model, "model.scratch", "required when model.source is scratch")
+        sc = model["scratch"]
+        _need(
+            sc["hidden_size"] % sc["num_attention_heads"] == 0,
+            "model.scratch.hidden_size",
+            f"{sc['hidden_size']} is not divisible by num_attention_heads={sc['num_attention_heads']}",
+        )
+        _need(
+            sc["num_attention_heads"] % sc["num_key_value_heads"] == 0,
+            "model.scratch.num_key_value_heads",
+            f"{sc['num_key_value_heads']} must divide num_attention_heads={sc['num_attention_heads']}",
+        )
+        if any(r["method"] == "qlora" for r in config["runs"]):
+            for key in ("hidden_size", "intermediate_size"):
+                _need(
+                    sc[key] % 64 == 0,
+                    f"model.scratch.{key}",
+                    f"{sc[key]} must be a multiple of 64 for 4-bit (qlora) runs: bitsandbytes quantizes "
+                    "every input row in blocks of 64 values",
+                )
+        _need(
+            ds["block_size"] <= sc["max_position_embeddings"],
+            "dataset.block_size",
+            f"{ds['block_size']} exceeds the model's context "
+            f"(model.scratch.max_position_embeddings={sc['max_position_embeddings']})",
+        )
+    names = [r["name"] for r in config["runs"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    _need(not dupes, "runs", f"run names must be unique; repeated: {', '.join(dupes)}")
+    _need(
+        config["baseline_run"] in names,
+        "baseline_run",
+        f"{config['baseline_run']!r} is not a run name; choose one of {', '.join(names)}",
+    )
+    for i, run in enumerate(config["runs"]):
+        check_run(run_spec(config, run["name"]), f"runs[{i}] ({run['name']})", root)
+
+
+def check_run(spec: dict, where: str, root: Path) -> None:
+    """Checks of one resolved run spec (method, optimizer, offload engine)."""
+    tr = spec["training"]
+    _need(
+        tr["warmup_steps"] < tr["max_steps"] or tr["warmup_steps"] == 0,
+        f"{where}.training.warmup_steps",
+        f"{tr['warmup_steps']} must be below max_steps={tr['max_steps']}",
+    )
+    _need(
+        tr["save_steps"] <= tr["max_steps"],
+        f"{where}.training.save_steps",
+        f"{tr['save_steps']} exceeds max_steps={tr['max_steps']}: no checkpoint would be written before the end",
+    )
+
+
+def _resolve(defaults: dict, override: dict | None) -> dict:
+    return {**defaults, **(override or {})}
+
+
+def run_spec(config: dict, name: str) -> dict:
+    """The resolved settings of one run: defaults merged with the run's overrides."""
+    matches = [r for r in config["runs"] if r["name"] == name]
+    if not matches:
+        raise ConfigError(f"no run named {name!r} in config key runs")
+    run = matches[0]
+    return {
+        "run": run["name"],
+        "method": run["method"],
+        "deepspeed": repo_path(run.get("deepspeed")),
+        "nvme_dir": run.get("nvme_dir"),
+        "world_size": run.get("world_size", 1),
+        "seed": config["seed"],
+        "training": _resolve(config["training"], run.get("training")),
+        "lora": _resolve(config["lora"], run.get("lora")),
+        "quantization": _resolve(config["quantization"], run.get("quantization")),
+        "model": model_ref(config),
+        "dataset": config["dataset"]["name"],
+        "trust_remote_code": config["model"]["trust_remote_code"],
+    }
+
+
+def pretrain_spec(config: dict) -> dict:
+    """The short pretraining of a scratch model: a full-model run on the training split."""
+    pre, ds = config["model"]["pretrain"], config["dataset"]
+    training = {
+        **config["training"],
+        "max_steps": pre["steps"],
+        "micro_batch_size": pre["micro_batch_size"],
+        "gradient_accumulation_steps": 1,
+        "learning_rate": pre["learning_rate"],
+        "lr_scheduler": "cosine",
+        "warmup_steps": max(1, pre["steps"] // 10),
+        "weight_decay": 0.0,
+        "save_steps": pre["steps"],
+        "logging_steps": max(1, pre["steps"] // 20),
+        "dtype": "auto",
+        "gradient_checkpointing": False,
+        "optimizer": "adamw_torch",
+        "activation_offload": False,
+        "eval_max_blocks": ds.get("max_validation_blocks"),
+    }
+    name = config["model"]["name"]
+    return {
+        "run": f"pretrain-{name}",
+        "method": "full",
+        "deepspeed": None,
+        "nvme_dir": None,
+        "world_size": 1,
+        "seed": config["seed"],
+        "training": training,
+        "lora": config["lora"],
+        "quantization": config["quantization"],
+        "model": {"path": f"results/models/{name}-init", "revision": None, "name": f"{name}-init"},
+        "dataset": ds["name"],
+        "trust_remote_code": False,
+    }
+
+
+def repo_path(path: str | None) -> str | None:
+    """A path from the config that names a file of this repository (relative to its root)."""
+    if path is None:
+        return None
+    return str(Path(path) if Path(path).is_absolute() else REPO / path)
+
+
+def model_ref(config: dict) -> dict:
+    """Where the base model comes from: a local folder (scratch) or a hub id + revision."""
+    model = config["model"]
+    if model["source"] == "hub":
+        return {"path": model["hub"]["id"], "revision": model["hub"]["revision"], "name": model["name"]}
+    return {"path": f"results/models/{model['name']}", "revision": None, "name": model["name"]}
+
+
+def spec_sha256(spec: Any) -> str:
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def load_spec(text_or_path: str) -> dict:
+    """A spec given on the command line: inline JSON or a path to a JSON file."""
+    if text_or_path.lstrip().startswith("{"):
+        return json.loads(text_or_path)
+    with open(os.fspath(text_or_path)) as fh:
+        return json.load(fh)

@@ -1,0 +1,105 @@
+"""What ran where: package versions, hardware, git commit, and the device/dtype choice."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "deepspeed", "accelerate", "datasets",
+            "snakemake", "pandas", "tokenizers")
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    import torch
+
+    out["cuda"] = torch.version.cuda
+    out["driver"] = _nvml(lambda nv, h: nv.nvmlSystemGetDriverVersion())
+    return out
+
+
+def _nvml(fn):
+    """Call fn(pynvml, handle of device 0), or None where NVML is not there."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return fn(pynvml, pynvml.nvmlDeviceGetHandleByIndex(0))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> dict:
+    import psutil
+    import torch
+
+    hw = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_bytes": psutil.virtual_memory().total,
+        "gpu": None,
+        "gpu_memory_bytes": None,
+        "gpu_count": 0,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        hw.update(gpu=props.name, gpu_memory_bytes=props.total_memory, gpu_count=torch.cuda.device_count())
+    return hw
+
+
+def git_commit(root: str | Path = ".") -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def choose_dtype(requested: str) -> tuple[str, str]:
+    """(device, dtype name) for training: bf16 on CUDA where supported, else fp16; fp32 on CPU.
+
+    An explicit request that the hardware cannot honour is an error, never silently changed.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if requested == "auto":
+        if cuda:
+            return device, "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return device, "fp32"
+    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"config key training.dtype: bf16 requested but {torch.cuda.get_device_name(0)} has no bf16 support; "
+            "use auto or fp16"
+        )
+    if requested == "fp16" and not cuda:
+        raise ValueError("config key training.dtype: fp16 mixed precision needs a CUDA GPU; use auto or fp32 on CPU")
+    return device, requested
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]

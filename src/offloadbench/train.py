@@ -1,0 +1,439 @@
+"""The one training entry point: method (full, lora, qlora) and offload are configuration.
+
+Launched by the ``train`` rule for every run in the config, one process per rank:
+
+    python -m offloadbench.train --spec '<run spec JSON>' --data results/data/<dataset> \
+        --out results/runs/<run>
+    torchrun --standalone --nproc_per_node <world_size> -m offloadbench.train ...   # DeepSpeed runs
+
+and by the ``pretrain`` rule with ``--save-model results/models/<model>``.
+
+What the switches mean:
+- method full: every weight trains (fp32 master weights; bf16/fp16 autocast on CUDA).
+- method lora: PEFT LoRA adapters on ``lora.target_modules``; the base stays frozen.
+- method qlora: the base is quantized to 4-bit through ``BitsAndBytesConfig`` (NF4, double
+  quantization, compute dtype from the hardware) and prepared with ``prepare_model_for_kbit_training``.
+- training.optimizer paged_adamw_*: bitsandbytes' paged AdamW (state in CUDA managed memory).
+- training.activation_offload: saved activations live in host memory (``save_on_cpu``).
+- deepspeed: a ZeRO config; its ``offload_param`` / ``offload_optimizer`` sections move
+  parameters and optimizer state to CPU memory or NVMe.
+
+Outputs in ``--out``: ``metrics.jsonl`` (one line per logged step), ``summary.json`` (the results
+contract, workflow/schemas/summary.schema.json), ``model/`` (the final checkpoint: a full model
+or a LoRA adapter) and ``checkpoints/`` (resume points, removed after a successful run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .config import canonical_json, load_spec, spec_sha256
+from .env import choose_dtype, git_commit, hardware, torch_dtype, versions
+from .io import tree_bytes, write_json
+from .recorder import MemorySampler, MetricsRecorder, gpu_peaks
+
+
+class PreflightError(ValueError):
+    """A run that cannot work, found before any training starts."""
+
+
+def world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def load_deepspeed_config(spec: dict, out: Path) -> dict | None:
+    """Read the run's DeepSpeed JSON, check it against the run and fill the run's NVMe folder."""
+    if not spec.get("deepspeed"):
+        return None
+    path = Path(spec["deepspeed"])
+    if not path.is_file():
+        raise PreflightError(f"run {spec['run']}: deepspeed config {path} does not exist")
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PreflightError(f"run {spec['run']}: deepspeed config {path} is not valid JSON: {err}") from err
+    check_deepspeed_config(ds, spec, path)
+    zero = ds.get("zero_optimization", {})
+    for section in ("offload_param", "offload_optimizer"):
+        off = zero.get(section) or {}
+        if off.get("device") == "nvme":
+            nvme = Path(spec["nvme_dir"]).resolve()
+            nvme.mkdir(parents=True, exist_ok=True)
+            off["nvme_path"] = str(nvme)
+    return ds
+
+
+BATCH_KEYS = {
+    "train_batch_size": lambda t, w: t["micro_batch_size"] * t["gradient_accumulation_steps"] * w,
+    "train_micro_batch_size_per_gpu": lambda t, w: t["micro_batch_size"],
+    "gradient_accumulation_steps": lambda t, w: t["gradient_accumulation_steps"],
+    "gradient_clipping": lambda t, w: t["max_grad_norm"],
+}
+
+
+def check_deepspeed_config(ds: dict, spec: dict, path: Path) -> None:
+    """Batch keys must be "auto" (Trainer fills them) or equal what the run trains with."""
+    tr, ws = spec["training"], spec["world_size"]
+    for key, expected in BATCH_KEYS.items():
+        value = ds.get(key, "auto")
+        if value != "auto" and value != expected(tr, ws):
+            raise PreflightError(
+                f"run {spec['run']}: {path} sets {key}={value}, but the run trains with {key}={expected(tr, ws)} "
+                f"(micro_batch_size={tr['micro_batch_size']} x gradient_accumulation_steps="
+                f"{tr['gradient_accumulation_steps']} x world_size={ws}); set it to \"auto\""
+            )
+    zero = ds.get("zero_optimization", {})
+    for section in ("offload_param", "offload_optimizer"):
+        device = (zero.get(section) or {}).get("device", "none")
+        if device == "nvme" and not spec.get("nvme_dir"):
+            raise PreflightError(f"run {spec['run']}: {path} offloads {section} to nvme; set nvme_dir in the run")
+    if spec["training"]["optimizer"].startswith("paged_") and ds:
+        raise PreflightError(
+            f"run {spec['run']}: training.optimizer={spec['training']['optimizer']} cannot be combined with "
+            "deepspeed, which owns the optimizer (use offload_optimizer in the DeepSpeed config instead)"
+        )
+
+
+def offload_label(spec: dict, ds: dict | None) -> dict:
+    """Where each kind of state lives: none, cpu, nvme, or paged (bitsandbytes managed memory)."""
+    zero = (ds or {}).get("zero_optimization", {})
+    opt = (zero.get("offload_optimizer") or {}).get("device", "none")
+    if spec["training"]["optimizer"].startswith("paged_"):
+        opt = "paged"
+    return {
+        "params": (zero.get("offload_param") or {}).get("device", "none"),
+        "optimizer": opt,
+        "activations": "cpu" if spec["training"]["activation_offload"] else "none",
+    }
+
+
+def offload_summary(off: dict) -> str:
+    parts = [f"{k}:{v}" for k, v in off.items() if v != "none"]
+    return "+".join(parts) if parts else "none"
+
+
+def quantization_config(spec: dict, compute_dtype, storage_dtype=None):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    q = spec["quantization"]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q["quant_type"],
+        bnb_4bit_use_double_quant=q["double_quant"],
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=storage_dtype or torch.uint8,
+    )
+
+
+def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
+    """The model for the run's method, with LoRA adapters where the method has them."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    model_ref = spec["model"]
+    common = {"revision": model_ref.get("revision"), "trust_remote_code": spec["trust_remote_code"],
+              "use_safetensors": True}
+    compute_dtype = torch_dtype(dtype_name)
+    gc = spec["training"]["gradient_checkpointing"]
+    # Reentrant checkpointing is what ZeRO-3 partitioned parameters need; elsewhere the
+    # non-reentrant variant is the one PyTorch recommends.
+    gc_kwargs = {"use_reentrant": zero3}
+    if spec["method"] == "qlora":
+        # ZeRO-3 partitions parameters by their storage dtype, so the packed 4-bit weights are
+        # stored in the compute dtype there (bnb_4bit_quant_storage), as PEFT documents.
+        storage = compute_dtype if zero3 else None
+        kwargs = {"quantization_config": quantization_config(spec, compute_dtype, storage)}
+        if zero3:
+            kwargs["dtype"] = compute_dtype
+        else:
+            kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
+        model = AutoModelForCausalLM.from_pretrained(model_ref["path"], **common, **kwargs)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_ref["path"], dtype=torch.float32, **common)
+        if gc:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    model.config.use_cache = False
+    if spec["method"] in ("lora", "qlora"):
+        check_lora_targets(model, spec)
+        lora = spec["lora"]
+        model = get_peft_model(
+            model,
+            LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                       target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM"),
+        )
+        if gc:
+            model.enable_input_require_grads()
+    return model
+
+
+def check_lora_targets(model, spec: dict) -> None:
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in spec["lora"]["target_modules"] if t not in names]
+    if missing:
+        linear = sorted(n for n in names if n.endswith("_proj") or n in ("lm_head",))
+        raise PreflightError(
+            f"run {spec['run']}: config key lora.target_modules: {missing} match no module of "
+            f"{spec['model']['path']}; its projections are {linear}"
+        )
+
+
+def count_params(model) -> tuple[int, int]:
+    """(total, trainable) logical parameters; a packed 4-bit weight holds two values per byte."""
+    total = trainable = 0
+    for p in model.parameters():
+        n = p.numel()
+        if getattr(p, "quant_state", None) is not None or type(p).__name__ == "Params4bit":
+            qs = getattr(p, "quant_state", None)
+            n = math.prod(qs.shape) if qs is not None and qs.shape is not None else n * 2 * p.element_size()
+        elif hasattr(p, "ds_numel"):  # ZeRO-3 partitioned parameter
+            n = p.ds_numel
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return total, trainable
+
+
+def make_trainer(spec, model, data, args, recorder, activation_offload: bool, cuda: bool):
+    from transformers import Trainer, default_data_collator
+
+    class OffloadTrainer(Trainer):
+        """Trainer whose forward+backward keeps saved activations in host memory when asked."""
+
+        def training_step(self, *a, **kw):
+            if not activation_offload:
+                return super().training_step(*a, **kw)
+            import torch
+
+            # pin_memory needs an accelerator; on a CPU-only machine it raises.
+            with torch.autograd.graph.save_on_cpu(pin_memory=cuda):
+                return super().training_step(*a, **kw)
+
+    return OffloadTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        data_collator=default_data_collator,
+        callbacks=[recorder],
+    )
+
+
+def training_arguments(spec: dict, out: Path, device: str, dtype_name: str, ds: dict | None):
+    from transformers import TrainingArguments
+
+    tr = spec["training"]
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        max_steps=tr["max_steps"],
+        per_device_train_batch_size=tr["micro_batch_size"],
+        per_device_eval_batch_size=tr["micro_batch_size"],
+        gradient_accumulation_steps=tr["gradient_accumulation_steps"],
+        learning_rate=tr["learning_rate"],
+        lr_scheduler_type=tr["lr_scheduler"],
+        warmup_steps=tr["warmup_steps"],
+        weight_decay=tr["weight_decay"],
+        max_grad_norm=tr["max_grad_norm"],
+        optim=tr["optimizer"],
+        bf16=dtype_name == "bf16",
+        fp16=dtype_name == "fp16",
+        use_cpu=device == "cpu",
+        logging_steps=tr["logging_steps"],
+        save_strategy="steps",
+        save_steps=tr["save_steps"],
+        save_total_limit=1,
+        eval_strategy="no",
+        seed=spec["seed"],
+        data_seed=spec["seed"],
+        dataloader_drop_last=True,
+        dataloader_num_workers=0,
+        report_to="none",
+        disable_tqdm=True,
+        deepspeed=ds,
+        ddp_backend="gloo" if device == "cpu" and spec["world_size"] > 1 else None,
+    )
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = out / "checkpoints"
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def trim_metrics(path: Path, upto_step: int) -> None:
+    """Drop metric lines after the checkpoint we resume from (they are logged again)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= upto_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def evaluate(trainer, data, max_blocks: int | None) -> float:
+    """Mean token cross-entropy on the validation blocks, the same for every method.
+
+    Every block has the same length, so the mean over blocks equals the mean over tokens.
+    """
+    ev = data["validation"]
+    if max_blocks:
+        ev = ev.select(range(min(max_blocks, len(ev))))
+    return float(trainer.evaluate(eval_dataset=ev)["eval_loss"])
+
+
+def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -> dict:
+    import datasets
+    import torch
+
+    t0 = time.perf_counter()
+    rank, world_size = world()
+    is_main = rank == 0
+    out.mkdir(parents=True, exist_ok=True)
+    device, dtype_name = choose_dtype(spec["training"]["dtype"])
+    if world_size != spec["world_size"]:
+        raise PreflightError(
+            f"run {spec['run']}: world_size={spec['world_size']} in the config but {world_size} processes were "
+            "launched; start it with torchrun --nproc_per_node <world_size>"
+        )
+    ds = load_deepspeed_config(spec, out)
+    zero3 = bool(ds) and ds.get("zero_optimization", {}).get("stage") == 3
+    off = offload_label(spec, ds)
+    torch.manual_seed(spec["seed"])
+    if device == "cpu" and ds:
+        # DeepSpeed on CPU communicates through gloo; with zero.Init it must be up before the
+        # model is built, or ZeRO computes its world size before torch.distributed exists.
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
+
+    data = datasets.load_from_disk(str(data_dir))
+    data.set_format("torch")
+    block = len(data["train"][0]["input_ids"])
+    tr = spec["training"]
+    # TrainingArguments before from_pretrained: it registers the DeepSpeed config so that a
+    # ZeRO-3 model is built partitioned (zero.Init) instead of whole on one process.
+    args = training_arguments(spec, out, device, dtype_name, ds)
+    model = load_model(spec, device, dtype_name, zero3)
+    params_total, params_trainable = count_params(model)
+
+    resume = last_checkpoint(out)
+    metrics_path = out / "metrics.jsonl"
+    if resume:
+        trim_metrics(metrics_path, int(Path(resume).name.split("-")[-1]))
+    else:
+        metrics_path.unlink(missing_ok=True)
+    nvme_dir = spec.get("nvme_dir") if "nvme" in off.values() else None
+    sampler = MemorySampler(watch_dir=nvme_dir).start()
+    tokens_per_step = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size * block
+    recorder = MetricsRecorder(metrics_path, tokens_per_step, sampler, is_main)
+    trainer = make_trainer(spec, model, data, args, recorder, tr["activation_offload"], device == "cuda")
+    optimizer_fallback = None
+    with _capture_warnings() as caught:
+        trainer.train(resume_from_checkpoint=resume)
+        for w in caught:
+            if "paged" in str(w.message).lower():
+                optimizer_fallback = str(w.message)
+    eval_loss = evaluate(trainer, data, tr["eval_max_blocks"])
+    sampler.stop()
+
+    final = save_model or out / "model"
+    trainer.save_model(str(final))
+    if is_main:
+        _save_tokenizer(spec, final)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    summary = {
+        "run": spec["run"],
+        "method": spec["method"],
+        "offload": offload_summary(off),
+        "offload_detail": off,
+        "status": "ok",
+        "error": None,
+        "device": device,
+        "dtype": dtype_name,
+        "model": spec["model"]["path"],
+        "dataset": spec["dataset"],
+        "seed": spec["seed"],
+        "world_size": world_size,
+        "params_total": params_total,
+        "params_trainable": params_trainable,
+        "steps": trainer.state.global_step,
+        "tokens_seen": tokens_per_step * trainer.state.global_step,
+        "wall_s": time.perf_counter() - t0,
+        "train_s": recorder.train_s,
+        "tokens_per_s": tokens_per_step * recorder.steps_done / recorder.train_s if recorder.train_s else None,
+        "host_rss_peak_bytes": sampler.host_rss_peak,
+        **gpu_peaks(),
+        "gpu_nvml_used_peak_bytes": sampler.nvml_used_peak,
+        "nvme_bytes_written": sampler.watch_dir_peak if nvme_dir else None,
+        "train_loss_final": recorder.last_loss,
+        "eval_loss": eval_loss,
+        "eval_ppl": math.exp(eval_loss),
+        "checkpoint_bytes": tree_bytes(final) if is_main else None,
+        "optimizer": tr["optimizer"],
+        "optimizer_fallback": optimizer_fallback,
+        "resumed_from": resume,
+        "config_sha256": spec_sha256(spec),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "hardware": hardware(),
+        "spec": spec,
+    }
+    if is_main:
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def _save_tokenizer(spec: dict, final: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec["model"]["path"], revision=spec["model"].get("revision"))
+    tok.save_pretrained(str(final))
+
+
+@contextlib.contextmanager
+def _capture_warnings():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+    for w in caught:  # still show them in the log
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m offloadbench.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", required=True, help="resolved run spec (JSON text or file)")
+    parser.add_argument("--data", required=True, type=Path, help="tokenized dataset folder (save_to_disk)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder: metrics.jsonl, summary.json, model/")
+    parser.add_argument("--save-model", type=Path, default=None, help="write the final model here instead of OUT/model")
+    args = parser.parse_args(argv)
+    spec = load_spec(args.spec)
+    print("spec:", canonical_json(spec), file=sys.stderr)
+    try:
+        summary = run(spec, args.data, args.out, args.save_model)
+    except PreflightError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(json.dumps({k: summary[k] for k in ("run", "steps", "train_loss_final", "eval_loss", "tokens_per_s")}),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+# Validation of the merged config and the input functions every rule file uses.
+import json
+import shlex
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from offloadbench.config import ConfigError, check_config, model_ref, pretrain_spec, run_spec, schema_errors
+
+# Every violation at once, each with its key path; then Snakemake's own validation of the same
+# schema; then the cross-key checks. All of this happens before any job is scheduled.
+_errors = schema_errors(config)
+if _errors:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errors))
+validate(config, "../schemas/config.schema.yaml")
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}")
+
+DATASET = config["dataset"]["name"]
+MODEL = config["model"]["name"]
+SCRATCH = config["model"]["source"] == "scratch"
+RUNS = [r["name"] for r in config["runs"]]
+
+
+wildcard_constraints:
+    run="|".join(RUNS),
+
+
+def as_arg(obj):
+    """A spec as one JSON command-line argument (quoted in the shell command with :q)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def revision_arg(revision):
+    return f"--revision {shlex.quote(revision)}" if revision else ""
+
+
+def base_model():
+    """The folder (scratch) or hub id of the model every run fine-tunes."""
+    return model_ref(config)["path"]
+
+
+def base_model_input():
+    return [base_model()] if SCRATCH else []
+
+
+def tokenizer_source():
+    """The tokenizer used for data prep: the locally trained one, or the hub model's."""
+    return f"results/models/{MODEL}-init" if SCRATCH else base_model()
+
+
+def launcher(run):
+    """Single process, or torchrun (one process per rank) for DeepSpeed and multi-process runs."""
+    spec = run_spec(config, run)
+    if spec["deepspeed"] or spec["world_size"] > 1:
+        return f"torchrun --standalone --nproc_per_node {spec['world_size']}"
+    return "python"
+
+
+def all_outputs():
+    return [
+        f"results/data/{DATASET}",
+        *expand("results/runs/{run}/summary.json", run=RUNS),
+    ]

@@ -1,0 +1,24 @@
+# One training job per run in config `runs` (src/offloadbench/train.py). Method and offload are
+# configuration; DeepSpeed and multi-process runs are launched through torchrun.
+# Each job takes every core: timings of jobs that share a machine would not be comparable.
+
+
+rule train:
+    input:
+        data=rules.tokenize.output[0],
+        model=base_model_input(),
+    output:
+        summary="results/runs/{run}/summary.json",
+        metrics="results/runs/{run}/metrics.jsonl",
+        model=directory("results/runs/{run}/model"),
+    log:
+        "results/logs/train/{run}.log",
+    threads: workflow.cores
+    params:
+        spec=lambda w: as_arg(run_spec(config, w.run)),
+        launcher=lambda w: launcher(w.run),
+        threads_per_rank=lambda w, threads: max(1, threads // run_spec(config, w.run)["world_size"]),
+        out="results/runs/{run}",
+    shell:
+        "OMP_NUM_THREADS={params.threads_per_rank} {params.launcher} -m offloadbench.train"
+        " --spec {params.spec:q} --data {input.data} --out {params.out} > {log} 2>&1"
