@@ -90,13 +90,16 @@ def _need(cond: bool, key: str, message: str) -> None:
 def check_config(config: dict, root: str | Path = ".") -> None:
     """Cross-key checks a JSON schema cannot express. Raises ConfigError naming the key."""
     root = Path(root)
-    ds, model = config["dataset"], config["model"]
-    _need(ds["source"] != "hub" or "hub" in ds, "dataset.hub", "required when dataset.source is hub")
-    _need(ds["source"] != "files" or "files" in ds, "dataset.files", "required when dataset.source is files")
-    if ds["source"] == "files":
-        for split in ("train", "validation"):
-            path = root / ds["files"][split]
-            _need(path.is_file(), f"dataset.files.{split}", f"file {path} does not exist")
+    model = config["model"]
+    for key, ds in datasets(config).items():
+        _need(ds["source"] != "hub" or "hub" in ds, f"{key}.hub", "required when source is hub")
+        _need(ds["source"] != "files" or "files" in ds, f"{key}.files", "required when source is files")
+        if ds["source"] == "files":
+            for split in ("train", "validation"):
+                path = root / ds["files"][split]
+                _need(path.is_file(), f"{key}.files.{split}", f"file {path} does not exist")
+    names = [ds["name"] for ds in datasets(config).values()]
+    _need(len(set(names)) == len(names), "model.pretrain.dataset.name", "must differ from dataset.name")
     _need(model["source"] != "hub" or "hub" in model, "model.hub", "required when model.source is hub")
     if model["source"] == "scratch":
         _need("scratch" in model, "model.scratch", "required when model.source is scratch")
@@ -119,12 +122,13 @@ def check_config(config: dict, root: str | Path = ".") -> None:
                     f"{sc[key]} must be a multiple of 64 for 4-bit (qlora) runs: bitsandbytes quantizes "
                     "every input row in blocks of 64 values",
                 )
-        _need(
-            ds["block_size"] <= sc["max_position_embeddings"],
-            "dataset.block_size",
-            f"{ds['block_size']} exceeds the model's context "
-            f"(model.scratch.max_position_embeddings={sc['max_position_embeddings']})",
-        )
+        for key, ds in datasets(config).items():
+            _need(
+                ds["block_size"] <= sc["max_position_embeddings"],
+                f"{key}.block_size",
+                f"{ds['block_size']} exceeds the model's context "
+                f"(model.scratch.max_position_embeddings={sc['max_position_embeddings']})",
+            )
     names = [r["name"] for r in config["runs"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     _need(not dupes, "runs", f"run names must be unique; repeated: {', '.join(dupes)}")
@@ -135,6 +139,15 @@ def check_config(config: dict, root: str | Path = ".") -> None:
     )
     for i, run in enumerate(config["runs"]):
         check_run(run_spec(config, run["name"]), f"runs[{i}] ({run['name']})", root)
+
+
+def datasets(config: dict) -> dict[str, dict]:
+    """Every dataset the profile prepares, by config key: the fine-tuning data and, for a scratch
+    model, the pretraining corpus."""
+    out = {"dataset": config["dataset"]}
+    if config["model"]["source"] == "scratch":
+        out["model.pretrain.dataset"] = config["model"]["pretrain"]["dataset"]
+    return out
 
 
 def check_run(spec: dict, where: str, root: Path) -> None:
@@ -180,7 +193,8 @@ def run_spec(config: dict, name: str) -> dict:
 
 def pretrain_spec(config: dict) -> dict:
     """The short pretraining of a scratch model: a full-model run on the training split."""
-    pre, ds = config["model"]["pretrain"], config["dataset"]
+    pre = config["model"]["pretrain"]
+    ds = pre["dataset"]
     training = {
         **config["training"],
         "max_steps": pre["steps"],

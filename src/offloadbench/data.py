@@ -32,16 +32,63 @@ SPLITS = ("train", "validation")
 WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 
 
-def pydoc_documents(validation_fraction: float) -> dict[str, list[str]]:
-    """pydoc_data.topics: ~80 reference topics of the Python docs, one document each.
-
-    Topics are ordered by the sha256 of their name and go to validation until it holds
-    ``validation_fraction`` of all characters; the rest is training. The split is deterministic,
-    independent of dict order, and no topic is in both splits.
-    """
+def pydoc_topics() -> dict[str, str]:
+    """pydoc_data.topics: ~80 topics of the Python language reference (~465k characters)."""
     from pydoc_data.topics import topics
 
-    docs = {name: text.strip() for name, text in topics.items() if text.strip()}
+    return dict(topics)
+
+
+STDLIB_SKIP = {
+    "test",
+    "tests",
+    "idlelib",
+    "site-packages",
+    "dist-packages",
+    "lib2to3",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "pydoc_data",
+    "__pycache__",
+}
+
+
+def stdlib_docstrings(min_chars: int = 80) -> dict[str, str]:
+    """Docstrings of the standard library's own modules, one document per module (~1.4M characters).
+
+    Parsed with ``ast`` from the source files, never imported, so nothing runs; a general-English
+    technical corpus for pretraining the scratch model before it is fine-tuned on pydoc topics.
+    """
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if any(part in STDLIB_SKIP or part.startswith(("test", "config-")) for part in rel.parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        docstrings = (ast.get_docstring(n) or "" for n in ast.walk(tree) if isinstance(n, nodes))
+        parts = [d for d in docstrings if len(d) >= min_chars]
+        if parts:
+            docs[str(rel)] = "\n\n".join(parts)
+    return docs
+
+
+def split_documents(docs: dict[str, str], validation_fraction: float) -> dict[str, list[str]]:
+    """Split named documents deterministically into train and validation.
+
+    Documents are ordered by the sha256 of their name and go to validation until it holds
+    ``validation_fraction`` of all characters; the rest is training. The split does not depend on
+    dict order, and no document is in both splits. Empty documents are dropped.
+    """
+    docs = {name: text.strip() for name, text in docs.items() if text.strip()}
     total = sum(len(t) for t in docs.values())
     splits: dict[str, list[str]] = {"train": [], "validation": []}
     held = 0
@@ -50,6 +97,9 @@ def pydoc_documents(validation_fraction: float) -> dict[str, list[str]]:
         held += len(docs[name]) if to_validation else 0
         splits["validation" if to_validation else "train"].append(docs[name])
     return splits
+
+
+BUILTIN_SOURCES = {"pydoc": pydoc_topics, "stdlib_docstrings": stdlib_docstrings}
 
 
 def rows_to_documents(rows: list[str], mode: str) -> list[str]:
@@ -102,8 +152,8 @@ def load_rows(ds: dict, root: Path) -> dict[str, list[str]]:
 
 
 def source_record(ds: dict) -> dict:
-    if ds["source"] == "pydoc":
-        return {"kind": "pydoc", "module": "pydoc_data.topics", "python": platform.python_version()}
+    if ds["source"] in BUILTIN_SOURCES:
+        return {"kind": ds["source"], "python": platform.python_version()}
     if ds["source"] == "hub":
         return {"kind": "hub", **ds["hub"]}
     return {"kind": "files", **ds["files"]}
@@ -113,8 +163,8 @@ def build_corpus(ds: dict, out: Path, root: Path = Path(".")) -> dict:
     """Write the document corpus (DatasetDict with a ``text`` column) and its manifest."""
     import datasets
 
-    if ds["source"] == "pydoc":
-        docs = pydoc_documents(ds["validation_fraction"])
+    if ds["source"] in BUILTIN_SOURCES:
+        docs = split_documents(BUILTIN_SOURCES[ds["source"]](), ds["validation_fraction"])
     else:
         docs = {s: rows_to_documents(rows, ds["documents"]) for s, rows in load_rows(ds, root).items()}
     for split in SPLITS:
@@ -178,8 +228,13 @@ def tokenize_corpus(ds: dict, corpus_dir: Path, tokenizer_path: str, out: Path, 
         "dataset": ds["name"],
         "source": corpus_manifest["source"],
         "corpus_sha256": {s: corpus_manifest["splits"][s]["text_sha256"] for s in SPLITS},
-        "tokenizer": {"path": tokenizer_path, "revision": revision, "class": type(tokenizer).__name__,
-                      "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id},
+        "tokenizer": {
+            "path": tokenizer_path,
+            "revision": revision,
+            "class": type(tokenizer).__name__,
+            "vocab_size": len(tokenizer),
+            "eos_token_id": tokenizer.eos_token_id,
+        },
         "block_size": block_size,
         "tail": "drop",
         "labels": "equal to input_ids (the model shifts them)",

@@ -8,8 +8,18 @@ import platform
 import subprocess
 from pathlib import Path
 
-PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "deepspeed", "accelerate", "datasets",
-            "snakemake", "pandas", "tokenizers")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "deepspeed",
+    "accelerate",
+    "datasets",
+    "snakemake",
+    "pandas",
+    "tokenizers",
+)
 
 
 def versions() -> dict:

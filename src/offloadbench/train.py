@@ -36,6 +36,12 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
+if not torch.cuda.is_available():
+    # DeepSpeed picks its accelerator at import; without CUDA it must be told to use the CPU.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
 from .config import canonical_json, load_spec, spec_sha256
 from .env import choose_dtype, git_commit, hardware, torch_dtype, versions
 from .io import tree_bytes, write_json
@@ -89,7 +95,7 @@ def check_deepspeed_config(ds: dict, spec: dict, path: Path) -> None:
             raise PreflightError(
                 f"run {spec['run']}: {path} sets {key}={value}, but the run trains with {key}={expected(tr, ws)} "
                 f"(micro_batch_size={tr['micro_batch_size']} x gradient_accumulation_steps="
-                f"{tr['gradient_accumulation_steps']} x world_size={ws}); set it to \"auto\""
+                f'{tr["gradient_accumulation_steps"]} x world_size={ws}); set it to "auto"'
             )
     zero = ds.get("zero_optimization", {})
     for section in ("offload_param", "offload_optimizer"):
@@ -122,7 +128,6 @@ def offload_summary(off: dict) -> str:
 
 
 def quantization_config(spec: dict, compute_dtype, storage_dtype=None):
-    import torch
     from transformers import BitsAndBytesConfig
 
     q = spec["quantization"]
@@ -137,13 +142,15 @@ def quantization_config(spec: dict, compute_dtype, storage_dtype=None):
 
 def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
     """The model for the run's method, with LoRA adapters where the method has them."""
-    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
     model_ref = spec["model"]
-    common = {"revision": model_ref.get("revision"), "trust_remote_code": spec["trust_remote_code"],
-              "use_safetensors": True}
+    common = {
+        "revision": model_ref.get("revision"),
+        "trust_remote_code": spec["trust_remote_code"],
+        "use_safetensors": True,
+    }
     compute_dtype = torch_dtype(dtype_name)
     gc = spec["training"]["gradient_checkpointing"]
     # Reentrant checkpointing is what ZeRO-3 partitioned parameters need; elsewhere the
@@ -162,6 +169,12 @@ def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs
         )
+        for module in model.modules():
+            # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight in place the first
+            # time it runs without grad (evaluation); that needs out_features % 32 == 0 and would
+            # rewrite a ZeRO-3 partition. Keep one storage format for training and evaluation.
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     else:
         model = AutoModelForCausalLM.from_pretrained(model_ref["path"], dtype=torch.float32, **common)
         if gc:
@@ -170,10 +183,17 @@ def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
     if spec["method"] in ("lora", "qlora"):
         check_lora_targets(model, spec)
         lora = spec["lora"]
+        set_seed(spec["seed"])  # the LoRA A matrices are initialised randomly
         model = get_peft_model(
             model,
-            LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                       target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=lora["r"],
+                lora_alpha=lora["alpha"],
+                lora_dropout=lora["dropout"],
+                target_modules=list(lora["target_modules"]),
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
         )
         if gc:
             model.enable_input_require_grads()
@@ -216,8 +236,6 @@ def make_trainer(spec, model, data, args, recorder, activation_offload: bool, cu
         def training_step(self, *a, **kw):
             if not activation_offload:
                 return super().training_step(*a, **kw)
-            import torch
-
             # pin_memory needs an accelerator; on a CPU-only machine it raises.
             with torch.autograd.graph.save_on_cpu(pin_memory=cuda):
                 return super().training_step(*a, **kw)
@@ -295,7 +313,6 @@ def evaluate(trainer, data, max_blocks: int | None) -> float:
 
 def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -> dict:
     import datasets
-    import torch
 
     t0 = time.perf_counter()
     rank, world_size = world()
@@ -334,8 +351,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         trim_metrics(metrics_path, int(Path(resume).name.split("-")[-1]))
     else:
         metrics_path.unlink(missing_ok=True)
-    nvme_dir = spec.get("nvme_dir") if "nvme" in off.values() else None
-    sampler = MemorySampler(watch_dir=nvme_dir).start()
+    sampler = MemorySampler().start()
     tokens_per_step = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size * block
     recorder = MetricsRecorder(metrics_path, tokens_per_step, sampler, is_main)
     trainer = make_trainer(spec, model, data, args, recorder, tr["activation_offload"], device == "cuda")
@@ -372,11 +388,11 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         "tokens_seen": tokens_per_step * trainer.state.global_step,
         "wall_s": time.perf_counter() - t0,
         "train_s": recorder.train_s,
-        "tokens_per_s": tokens_per_step * recorder.steps_done / recorder.train_s if recorder.train_s else None,
+        "tokens_per_s": recorder.tokens_per_s,
         "host_rss_peak_bytes": sampler.host_rss_peak,
         **gpu_peaks(),
         "gpu_nvml_used_peak_bytes": sampler.nvml_used_peak,
-        "nvme_bytes_written": sampler.watch_dir_peak if nvme_dir else None,
+        "nvme_bytes_written": recorder.io_bytes if "nvme" in off.values() else None,
         "train_loss_final": recorder.last_loss,
         "eval_loss": eval_loss,
         "eval_ppl": math.exp(eval_loss),
@@ -430,8 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         traceback.print_exc()
         return 1
-    print(json.dumps({k: summary[k] for k in ("run", "steps", "train_loss_final", "eval_loss", "tokens_per_s")}),
-          file=sys.stderr)
+    print(
+        json.dumps({k: summary[k] for k in ("run", "steps", "train_loss_final", "eval_loss", "tokens_per_s")}),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -1,11 +1,20 @@
 # Validation of the merged config and the input functions every rule file uses.
 import json
+import re
 import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from offloadbench.config import ConfigError, check_config, model_ref, pretrain_spec, run_spec, schema_errors
+from offloadbench.config import (
+    ConfigError,
+    check_config,
+    datasets,
+    model_ref,
+    pretrain_spec,
+    run_spec,
+    schema_errors,
+)
 
 # Every violation at once, each with its key path; then Snakemake's own validation of the same
 # schema; then the cross-key checks. All of this happens before any job is scheduled.
@@ -18,14 +27,17 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}")
 
-DATASET = config["dataset"]["name"]
-MODEL = config["model"]["name"]
 SCRATCH = config["model"]["source"] == "scratch"
+DATASET = config["dataset"]["name"]
+DATASETS = {ds["name"]: ds for ds in datasets(config).values()}
+PRETRAIN_DATASET = config["model"]["pretrain"]["dataset"]["name"] if SCRATCH else None
+MODEL = config["model"]["name"]
 RUNS = [r["name"] for r in config["runs"]]
 
 
 wildcard_constraints:
-    run="|".join(RUNS),
+    run="|".join(map(re.escape, RUNS)),
+    dataset="|".join(map(re.escape, DATASETS)),
 
 
 def as_arg(obj):

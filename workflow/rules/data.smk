@@ -1,28 +1,29 @@
-# Data preparation (src/offloadbench/data.py): the corpus split into train/validation documents,
-# then tokenized into fixed-length blocks with the model's tokenizer.
+# Data preparation (src/offloadbench/data.py): a corpus split into train/validation documents,
+# then tokenized into fixed-length blocks with the model's tokenizer. {dataset} is the fine-tuning
+# data or, for a scratch model, its pretraining corpus (DATASETS in common.smk).
 
 
 rule corpus:
     output:
-        directory(f"results/corpus/{DATASET}"),
+        directory("results/corpus/{dataset}"),
     log:
-        f"results/logs/corpus/{DATASET}.log",
+        "results/logs/corpus/{dataset}.log",
     params:
-        spec=as_arg(config["dataset"]),
+        spec=lambda w: as_arg(DATASETS[w.dataset]),
     shell:
         "python -m offloadbench.data corpus --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 
 rule tokenize:
     input:
-        corpus=rules.corpus.output[0],
+        corpus="results/corpus/{dataset}",
         tokenizer=[tokenizer_source()] if SCRATCH else [],
     output:
-        directory(f"results/data/{DATASET}"),
+        directory("results/data/{dataset}"),
     log:
-        f"results/logs/tokenize/{DATASET}.log",
+        "results/logs/tokenize/{dataset}.log",
     params:
-        spec=as_arg(config["dataset"]),
+        spec=lambda w: as_arg(DATASETS[w.dataset]),
         tokenizer=tokenizer_source(),
         revision=revision_arg(model_ref(config)["revision"]),
     shell:

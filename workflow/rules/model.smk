@@ -1,17 +1,18 @@
 # The offline base model (src/offloadbench/model.py, train.py): a tokenizer and a Llama-architecture
-# model built from model.scratch with the seed, then a short pretraining so fine-tuning starts from
-# a model that has learned something. Hub models (model.source: hub) skip both rules.
+# model built from model.scratch with the seed, then a short pretraining on model.pretrain.dataset
+# so that fine-tuning starts from a model that has learned something. Hub models (model.source: hub)
+# skip both rules.
 
 
 rule build_model:
     input:
-        corpus=rules.corpus.output[0],
+        corpus=f"results/corpus/{PRETRAIN_DATASET}",
     output:
         directory(f"results/models/{MODEL}-init"),
     log:
         f"results/logs/build_model/{MODEL}.log",
     params:
-        spec=as_arg({**config["model"], "seed": config["seed"]}),
+        spec=as_arg({"name": MODEL, "scratch": config["model"].get("scratch"), "seed": config["seed"]}),
     shell:
         "python -m offloadbench.model --spec {params.spec:q} --corpus {input.corpus} --out {output} > {log} 2>&1"
 
@@ -19,7 +20,7 @@ rule build_model:
 rule pretrain:
     input:
         model=rules.build_model.output[0],
-        data=rules.tokenize.output[0],
+        data=f"results/data/{PRETRAIN_DATASET}",
     output:
         model=directory(f"results/models/{MODEL}"),
         summary=f"results/pretrain/{MODEL}/summary.json",

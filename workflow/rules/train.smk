@@ -5,7 +5,7 @@
 
 rule train:
     input:
-        data=rules.tokenize.output[0],
+        data=f"results/data/{DATASET}",
         model=base_model_input(),
     output:
         summary="results/runs/{run}/summary.json",
