@@ -13,17 +13,26 @@ PIP_VERSION := 26.3
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint setup dry-run clean-results
+.PHONY: run test lint setup libaio dry-run clean-results
 
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@$(MAKE) --no-print-directory libaio
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q pip==$(PIP_VERSION)
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m offloadbench.ops
 	touch $(STAMP)
+
+# DeepSpeed's async_io op (NVMe offload) compiles against libaio; install it where we can.
+libaio:
+	@if dpkg -s libaio-dev >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libaio-dev; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq libaio-dev; \
+	else echo "warning: libaio-dev is missing and cannot be installed without root; NVMe offload runs will fail" >&2; fi
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)

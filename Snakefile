@@ -10,7 +10,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "configs/config.yaml"
+# Found relative to this file, so `--directory <elsewhere>` keeps the default profile underneath.
+configfile: f"{workflow.basedir}/configs/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 PACKAGES = (
@@ -20,6 +21,22 @@ PACKAGES = (
     "pandas",
     "tokenizers",
 )
+
+
+def prepare_process() -> None:
+    """Set up a training or build process before DeepSpeed is imported.
+
+    - This interpreter's bin folder goes first on PATH: torch builds DeepSpeed's ops with the
+      first `ninja` on PATH, and ninja versions do not share build logs, so a job that found
+      another ninja than the setup step would rebuild every op.
+    - Without CUDA, DeepSpeed must be told to use its CPU accelerator (it picks one at import).
+    """
+    import torch
+
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def versions() -> dict:

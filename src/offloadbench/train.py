@@ -38,12 +38,8 @@ from pathlib import Path
 
 import torch
 
-if not torch.cuda.is_available():
-    # DeepSpeed picks its accelerator at import; without CUDA it must be told to use the CPU.
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
 from .config import canonical_json, load_spec, spec_sha256
-from .env import choose_dtype, git_commit, hardware, torch_dtype, versions
+from .env import choose_dtype, git_commit, hardware, prepare_process, torch_dtype, versions
 from .io import tree_bytes, write_json
 from .recorder import MemorySampler, MetricsRecorder, gpu_peaks
 
@@ -342,7 +338,8 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     # TrainingArguments before from_pretrained: it registers the DeepSpeed config so that a
     # ZeRO-3 model is built partitioned (zero.Init) instead of whole on one process.
     args = training_arguments(spec, out, device, dtype_name, ds)
-    model = load_model(spec, device, dtype_name, zero3)
+    with phase("load model"):
+        model = load_model(spec, device, dtype_name, zero3)
     params_total, params_trainable = count_params(model)
 
     resume = last_checkpoint(out)
@@ -356,16 +353,18 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     recorder = MetricsRecorder(metrics_path, tokens_per_step, sampler, is_main)
     trainer = make_trainer(spec, model, data, args, recorder, tr["activation_offload"], device == "cuda")
     optimizer_fallback = None
-    with _capture_warnings() as caught:
+    with phase("train"), _capture_warnings() as caught:
         trainer.train(resume_from_checkpoint=resume)
         for w in caught:
             if "paged" in str(w.message).lower():
                 optimizer_fallback = str(w.message)
-    eval_loss = evaluate(trainer, data, tr["eval_max_blocks"])
+    with phase("evaluate"):
+        eval_loss = evaluate(trainer, data, tr["eval_max_blocks"])
     sampler.stop()
 
     final = save_model or out / "model"
-    trainer.save_model(str(final))
+    with phase("save"):
+        trainer.save_model(str(final))
     if is_main:
         _save_tokenizer(spec, final)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -419,11 +418,20 @@ def _save_tokenizer(spec: dict, final: Path) -> None:
 
 
 @contextlib.contextmanager
+def phase(name: str):
+    """Log how long each phase of a job takes (start-up, training, evaluation, saving)."""
+    t0 = time.perf_counter()
+    print(f"[offloadbench] {name} ...", file=sys.stderr, flush=True)
+    yield
+    print(f"[offloadbench] {name} took {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
 def _capture_warnings():
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("once")  # each message once: torch.distributed repeats its own every step
         yield caught
     for w in caught:  # still show them in the log
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -436,6 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="run folder: metrics.jsonl, summary.json, model/")
     parser.add_argument("--save-model", type=Path, default=None, help="write the final model here instead of OUT/model")
     args = parser.parse_args(argv)
+    prepare_process()
+    # DeepSpeed's ZeRO-3 calls torch.distributed APIs that torch deprecates, once per step; the
+    # warning is not actionable here and would bury the log.
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     spec = load_spec(args.spec)
     print("spec:", canonical_json(spec), file=sys.stderr)
     try:

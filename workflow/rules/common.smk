@@ -1,5 +1,6 @@
 # Validation of the merged config and the input functions every rule file uses.
 import json
+import os
 import re
 import shlex
 
@@ -58,9 +59,13 @@ def base_model_input():
     return [base_model()] if SCRATCH else []
 
 
-def tokenizer_source():
-    """The tokenizer used for data prep: the locally trained one, or the hub model's."""
-    return f"results/models/{MODEL}-init" if SCRATCH else base_model()
+def tokenizer_input(wildcards):
+    """The locally trained tokenizer (scratch models); a hub model's comes from the hub."""
+    return {"tokenizer": f"results/models/{MODEL}-init"} if SCRATCH else {}
+
+
+def tokenizer_arg(wildcards, input):
+    return input.tokenizer if SCRATCH else base_model()
 
 
 def launcher(run):

@@ -6,6 +6,8 @@
 rule corpus:
     output:
         directory("results/corpus/{dataset}"),
+    conda:
+        "../../environment.yml"
     log:
         "results/logs/corpus/{dataset}.log",
     params:
@@ -16,15 +18,17 @@ rule corpus:
 
 rule tokenize:
     input:
+        unpack(tokenizer_input),
         corpus="results/corpus/{dataset}",
-        tokenizer=[tokenizer_source()] if SCRATCH else [],
     output:
         directory("results/data/{dataset}"),
+    conda:
+        "../../environment.yml"
     log:
         "results/logs/tokenize/{dataset}.log",
     params:
         spec=lambda w: as_arg(DATASETS[w.dataset]),
-        tokenizer=tokenizer_source(),
+        tokenizer=tokenizer_arg,
         revision=revision_arg(model_ref(config)["revision"]),
     shell:
         "python -m offloadbench.data tokenize --spec {params.spec:q} --corpus {input.corpus}"

@@ -9,6 +9,8 @@ rule build_model:
         corpus=f"results/corpus/{PRETRAIN_DATASET}",
     output:
         directory(f"results/models/{MODEL}-init"),
+    conda:
+        "../../environment.yml"
     log:
         f"results/logs/build_model/{MODEL}.log",
     params:
@@ -25,12 +27,14 @@ rule pretrain:
         model=directory(f"results/models/{MODEL}"),
         summary=f"results/pretrain/{MODEL}/summary.json",
         metrics=f"results/pretrain/{MODEL}/metrics.jsonl",
+    conda:
+        "../../environment.yml"
     log:
         f"results/logs/pretrain/{MODEL}.log",
     threads: workflow.cores
     params:
         spec=as_arg(pretrain_spec(config)),
-        out=f"results/pretrain/{MODEL}",
+        out=lambda w, output: os.path.dirname(output.summary),
     shell:
         "OMP_NUM_THREADS={threads} python -m offloadbench.train --spec {params.spec:q} --data {input.data}"
         " --out {params.out} --save-model {output.model} > {log} 2>&1"

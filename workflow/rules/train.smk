@@ -11,6 +11,8 @@ rule train:
         summary="results/runs/{run}/summary.json",
         metrics="results/runs/{run}/metrics.jsonl",
         model=directory("results/runs/{run}/model"),
+    conda:
+        "../../environment.yml"
     log:
         "results/logs/train/{run}.log",
     threads: workflow.cores
@@ -18,7 +20,7 @@ rule train:
         spec=lambda w: as_arg(run_spec(config, w.run)),
         launcher=lambda w: launcher(w.run),
         threads_per_rank=lambda w, threads: max(1, threads // run_spec(config, w.run)["world_size"]),
-        out="results/runs/{run}",
+        out=lambda w, output: os.path.dirname(output.summary),
     shell:
         "OMP_NUM_THREADS={params.threads_per_rank} {params.launcher} -m offloadbench.train"
         " --spec {params.spec:q} --data {input.data} --out {params.out} > {log} 2>&1"

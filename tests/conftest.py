@@ -1,0 +1,45 @@
+"""Shared fixtures: the repository, schema validation, and one run of the workflow on the tiny
+profile (tests/configs/tiny.yaml) that the end-to-end tests read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMAS = REPO / "workflow" / "schemas"
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+
+
+def validate(obj, schema_name: str) -> None:
+    schema = json.loads((SCHEMAS / schema_name).read_text())
+    jsonschema.Draft202012Validator(schema).validate(obj)
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the workflow of this repository with its working directory elsewhere."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory) -> Path:
+    """The whole tiny profile run once: data, base model, every run of configs/config.yaml."""
+    workdir = tmp_path_factory.mktemp("tiny-workflow")
+    proc = snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    if proc.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))
+        pytest.fail(f"tiny workflow failed:\n{proc.stderr[-5000:]}\n{logs}")
+    return workdir
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

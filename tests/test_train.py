@@ -1,0 +1,129 @@
+"""Training building blocks on a real tiny model: 4-bit is really 4-bit, only adapters train,
+parameter counts are right, and a run that cannot work is refused before it starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from offloadbench.config import load_config, run_spec
+from offloadbench.data import pydoc_topics
+from offloadbench.env import choose_dtype
+from offloadbench.model import build_model, train_tokenizer
+from offloadbench.train import PreflightError, check_deepspeed_config, count_params, load_model, offload_label
+
+SCRATCH = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    tok = train_tokenizer(list(pydoc_topics().values())[:20], 512)
+    build_model(SCRATCH, tok, seed=1).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def spec_for(run: str, model_dir, **training) -> dict:
+    spec = run_spec(load_config(), run)
+    spec["model"] = {"path": str(model_dir), "revision": None, "name": "t"}
+    spec["training"].update(training)
+    return spec
+
+
+def test_qlora_targets_are_packed_4bit_and_only_lora_trains(model_dir):
+    import bitsandbytes as bnb
+
+    model = load_model(spec_for("qlora", model_dir), "cpu", "fp32", zero3=False)
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    base = q_proj.base_layer
+    assert isinstance(base, bnb.nn.Linear4bit)
+    assert base.weight.dtype == torch.uint8, "4-bit weights must be stored packed in uint8"
+    assert base.weight.numel() * 2 == 64 * 64, "two 4-bit values per byte"
+    assert base.weight.quant_state.quant_type == "nf4"
+    assert base.weight.quant_state.nested, "double quantization is on"
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("q_proj.lora_A" in n for n in trainable) and any("v_proj.lora_B" in n for n in trainable)
+    assert not any("k_proj.lora" in n for n in trainable)
+
+
+def test_param_counts_are_logical_for_4bit_models(model_dir):
+    full = load_model(spec_for("full", model_dir), "cpu", "fp32", zero3=False)
+    qlora = load_model(spec_for("qlora", model_dir), "cpu", "fp32", zero3=False)
+    lora = load_model(spec_for("lora", model_dir), "cpu", "fp32", zero3=False)
+    n_full, t_full = count_params(full)
+    n_q, t_q = count_params(qlora)
+    n_l, t_l = count_params(lora)
+    adapters = 2 * ((8 * 64 + 64 * 8) + (8 * 64 + 32 * 8))  # 2 layers; q: 64->64, v: 64->32 (2 kv heads)
+    assert n_full == t_full == sum(p.numel() for p in full.parameters())
+    assert t_q == t_l == adapters
+    assert n_q == n_l == n_full + adapters
+
+
+def test_lora_target_that_matches_nothing_is_refused(model_dir):
+    spec = spec_for("lora", model_dir)
+    spec["lora"]["target_modules"] = ["query_key_value"]
+    with pytest.raises(PreflightError, match="lora.target_modules.*q_proj"):
+        load_model(spec, "cpu", "fp32", zero3=False)
+
+
+def test_deepspeed_batch_size_that_contradicts_the_run_is_refused():
+    """The tutorial's train_batch_size 16 beside micro-batch 1 x accumulation 8."""
+    spec = run_spec(
+        load_config(overrides={"training": {"micro_batch_size": 1, "gradient_accumulation_steps": 8}}),
+        "zero3_offload_cpu",
+    )
+    ds = json.loads(open(spec["deepspeed"]).read())
+    check_deepspeed_config(ds, spec, spec["deepspeed"])  # "auto" everywhere: fine
+    ds["train_batch_size"] = 16
+    with pytest.raises(PreflightError, match="train_batch_size=16.*train_batch_size=8"):
+        check_deepspeed_config(ds, spec, spec["deepspeed"])
+    ds["train_batch_size"] = 8
+    check_deepspeed_config(ds, spec, spec["deepspeed"])
+
+
+def test_paged_optimizer_with_deepspeed_is_refused():
+    spec = run_spec(load_config(), "zero3_offload_cpu")
+    spec["training"]["optimizer"] = "paged_adamw_8bit"
+    with pytest.raises(PreflightError, match="owns the optimizer"):
+        check_deepspeed_config({"zero_optimization": {"stage": 3}}, spec, spec["deepspeed"])
+
+
+def test_nvme_offload_without_nvme_dir_is_refused():
+    spec = run_spec(load_config(), "zero3_offload_nvme")
+    spec["nvme_dir"] = None
+    ds = json.loads(open(spec["deepspeed"]).read())
+    with pytest.raises(PreflightError, match="nvme_dir"):
+        check_deepspeed_config(ds, spec, spec["deepspeed"])
+
+
+def test_offload_labels_come_from_the_deepspeed_config_and_switches():
+    config = load_config()
+    label = offload_label(
+        run_spec(config, "qlora_offload"), json.loads(open(run_spec(config, "qlora_offload")["deepspeed"]).read())
+    )
+    assert label == {"params": "cpu", "optimizer": "cpu", "activations": "cpu"}
+    assert offload_label(run_spec(config, "qlora_paged"), None)["optimizer"] == "paged"
+    assert offload_label(run_spec(config, "full"), None) == {
+        "params": "none",
+        "optimizer": "none",
+        "activations": "none",
+    }
+
+
+def test_dtype_follows_the_hardware_and_refuses_what_it_lacks():
+    assert choose_dtype("auto") == ("cpu", "fp32")  # no GPU on the test machines
+    assert choose_dtype("bf16") == ("cpu", "bf16")
+    with pytest.raises(ValueError, match="training.dtype.*fp16"):
+        choose_dtype("fp16")
