@@ -367,7 +367,10 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         trainer.save_model(str(final))
     if is_main:
         _save_tokenizer(spec, final)
+        # Resume points and NVMe swap files are only needed while the run is unfinished.
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        if "nvme" in off.values():
+            shutil.rmtree(spec["nvme_dir"], ignore_errors=True)
     summary = {
         "run": spec["run"],
         "method": spec["method"],

@@ -1,0 +1,210 @@
+"""End to end: the tiny profile through Snakemake, every method and offload of configs/config.yaml.
+
+One workflow run (the ``tiny_workflow`` fixture, ~3 minutes on 2 cores) feeds every test here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import datasets
+import pytest
+import torch
+from conftest import TINY, read_jsonl, snakemake, validate
+from safetensors.torch import load_file
+
+from offloadbench.config import load_config
+
+pytestmark = pytest.mark.slow
+
+CONFIG = load_config(TINY)
+RUNS = [r["name"] for r in CONFIG["runs"]]
+STEPS = CONFIG["training"]["max_steps"]
+
+# The first four logged losses of each run on the tiny profile (CPU, fp32, seed 1234), recorded
+# from a real run. Methods that compute the same thing share a curve: ZeRO-3 and its offloads
+# reproduce plain full fine-tuning; offloading and the CPU fallback of the paged optimizer
+# reproduce QLoRA.
+PINNED = {
+    "full": [7.5405, 7.1696, 7.1652, 7.0709],
+    "lora": [7.5405, 7.1696, 7.1754, 7.2792],
+    "qlora": [7.541, 7.1692, 7.1745, 7.2777],
+}
+SAME_AS = {
+    "zero3": "full",
+    "zero3_offload_cpu": "full",
+    "zero3_offload_nvme": "full",
+    "qlora_paged": "qlora",
+    "qlora_act_offload": "qlora",
+    "qlora_offload": "qlora",
+}
+
+
+def summary(workdir, run):
+    return json.loads((workdir / "results" / "runs" / run / "summary.json").read_text())
+
+
+def metrics(workdir, run):
+    return read_jsonl(workdir / "results" / "runs" / run / "metrics.jsonl")
+
+
+def test_every_output_matches_its_schema(tiny_workflow):
+    results = tiny_workflow / "results"
+    for manifest in results.glob("corpus/*/manifest.json"):
+        validate(json.loads(manifest.read_text()), "corpus_manifest.schema.json")
+    manifests = list(results.glob("data/*/manifest.json"))
+    assert len(manifests) == 2, "fine-tuning data and pretraining corpus"
+    for manifest in manifests:
+        validate(json.loads(manifest.read_text()), "data_manifest.schema.json")
+    for run in RUNS:
+        validate(summary(tiny_workflow, run), "summary.schema.json")
+        for row in metrics(tiny_workflow, run):
+            validate(row, "metrics.schema.json")
+    validate(json.loads((results / "pretrain" / "tiny-test-llama" / "summary.json").read_text()), "summary.schema.json")
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_run_trains_every_step_and_the_loss_falls(tiny_workflow, run):
+    s, rows = summary(tiny_workflow, run), metrics(tiny_workflow, run)
+    assert s["status"] == "ok" and s["error"] is None
+    assert s["steps"] == STEPS and [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    assert s["tokens_seen"] == STEPS * 2 * 2 * 64 == rows[-1]["tokens"]
+    losses = [r["loss"] for r in rows]
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.05, losses
+    assert s["eval_ppl"] == pytest.approx(math.exp(s["eval_loss"]))
+    assert s["device"] == "cpu" and s["dtype"] == "fp32"
+    assert s["gpu_allocated_peak_bytes"] is None and s["gpu_nvml_used_peak_bytes"] is None
+    assert s["host_rss_peak_bytes"] > 100 * 2**20
+    assert s["tokens_per_s"] > 0 and s["checkpoint_bytes"] > 0
+    assert not (tiny_workflow / "results" / "runs" / run / "checkpoints").exists(), "resume points left behind"
+
+
+@pytest.mark.parametrize("run", sorted(PINNED))
+def test_early_losses_match_the_recorded_values(tiny_workflow, run):
+    losses = [r["loss"] for r in metrics(tiny_workflow, run)[:4]]
+    assert losses == pytest.approx(PINNED[run], abs=2e-3)
+
+
+@pytest.mark.parametrize("run", sorted(SAME_AS))
+def test_offloading_does_not_change_what_is_computed(tiny_workflow, run):
+    mine = [r["loss"] for r in metrics(tiny_workflow, run)]
+    reference = [r["loss"] for r in metrics(tiny_workflow, SAME_AS[run])]
+    assert mine == pytest.approx(reference, abs=2e-3)
+    assert summary(tiny_workflow, run)["eval_loss"] == pytest.approx(
+        summary(tiny_workflow, SAME_AS[run])["eval_loss"], abs=2e-3
+    )
+
+
+def test_offload_is_recorded_as_configured(tiny_workflow):
+    expected = {
+        "full": "none",
+        "lora": "none",
+        "qlora": "none",
+        "qlora_paged": "optimizer:paged",
+        "qlora_act_offload": "activations:cpu",
+        "qlora_offload": "params:cpu+optimizer:cpu+activations:cpu",
+        "zero3": "none",
+        "zero3_offload_cpu": "params:cpu+optimizer:cpu",
+        "zero3_offload_nvme": "params:nvme+optimizer:nvme",
+    }
+    assert {run: summary(tiny_workflow, run)["offload"] for run in RUNS} == expected
+    assert "not supported on CPU" in summary(tiny_workflow, "qlora_paged")["optimizer_fallback"]
+    nvme = summary(tiny_workflow, "zero3_offload_nvme")
+    assert nvme["nvme_bytes_written"] > 2**20, "NVMe offload wrote nothing"
+    assert summary(tiny_workflow, "zero3_offload_cpu")["nvme_bytes_written"] is None
+    assert not (tiny_workflow / "results" / "nvme").exists() or not any((tiny_workflow / "results" / "nvme").iterdir())
+
+
+def test_parameter_counts(tiny_workflow):
+    full, lora, qlora = (summary(tiny_workflow, r) for r in ("full", "lora", "qlora"))
+    assert full["params_trainable"] == full["params_total"]
+    assert lora["params_trainable"] == qlora["params_trainable"] < 0.05 * lora["params_total"]
+    assert lora["params_total"] == qlora["params_total"] == full["params_total"] + lora["params_trainable"]
+    assert summary(tiny_workflow, "zero3")["params_total"] == full["params_total"]
+    assert summary(tiny_workflow, "qlora_offload")["params_total"] == qlora["params_total"]
+
+
+def _eval_loss(model, workdir) -> float:
+    data = datasets.load_from_disk(str(workdir / "results" / "data" / "pydoc-topics"))["validation"]
+    ids = torch.tensor(data["input_ids"], dtype=torch.long)
+    model.eval()
+    with torch.no_grad():
+        return float(sum(model(input_ids=b, labels=b).loss * len(b) for b in ids.split(4)) / len(ids))
+
+
+@pytest.mark.parametrize("run", ["full", "zero3_offload_cpu", "zero3_offload_nvme"])
+def test_full_checkpoint_reloads_and_reproduces_eval_loss(tiny_workflow, run):
+    from transformers import AutoModelForCausalLM
+
+    path = tiny_workflow / "results" / "runs" / run / "model"
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    base = load_file(str(tiny_workflow / "results" / "models" / "tiny-test-llama" / "model.safetensors"))
+    tuned = model.state_dict()
+    changed = [k for k, v in base.items() if not torch.equal(v, tuned[k])]
+    assert len(changed) == len(base), "some weights did not train"
+    assert _eval_loss(model, tiny_workflow) == pytest.approx(summary(tiny_workflow, run)["eval_loss"], abs=1e-3)
+
+
+@pytest.mark.parametrize("run", ["lora", "qlora", "qlora_offload"])
+def test_adapter_trained_merges_and_reproduces_eval_loss(tiny_workflow, run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    adapter = tiny_workflow / "results" / "runs" / run / "model"
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero: it did not train"
+    base_path = tiny_workflow / "results" / "models" / "tiny-test-llama"
+    if run == "lora":
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), adapter).merge_and_unload()
+        assert not any("lora" in n for n, _ in model.named_parameters()), "adapter was not merged"
+    else:
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        base = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=quant, device_map={"": "cpu"})
+        for module in base.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        model = PeftModel.from_pretrained(base, adapter)
+    assert _eval_loss(model, tiny_workflow) == pytest.approx(summary(tiny_workflow, run)["eval_loss"], abs=1e-3)
+
+
+def test_same_seed_repeats_the_loss_curve(tiny_workflow, tmp_path):
+    """Determinism on CPU: training the lora run again gives the identical curve."""
+    import subprocess
+    import sys
+
+    from offloadbench.config import run_spec
+
+    spec = run_spec(CONFIG, "lora")
+    spec["model"]["path"] = str(tiny_workflow / "results" / "models" / "tiny-test-llama")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offloadbench.train",
+            "--spec",
+            json.dumps(spec),
+            "--data",
+            str(tiny_workflow / "results" / "data" / "pydoc-topics"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = [r["loss"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert again == [r["loss"] for r in metrics(tiny_workflow, "lora")]
+
+
+def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):
+    proc = snakemake(tiny_workflow, "-n", "--cores", "1", "--configfile", str(TINY))
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
