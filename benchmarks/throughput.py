@@ -55,7 +55,7 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
     data = datasets.load_from_disk(str(data_dir))
     steps = batches(data, tr["micro_batch_size"], tr["gradient_accumulation_steps"], tr["max_steps"], spec["seed"])
     torch.manual_seed(spec["seed"])
-    ds = load_deepspeed_config(spec, Path(tempfile.mkdtemp()))
+    ds = load_deepspeed_config(spec)
     if ds:
         import deepspeed
 
@@ -70,9 +70,13 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
         )
         if "optimizer" in ds:
             ds["optimizer"]["params"] = {"lr": tr["learning_rate"], "weight_decay": tr["weight_decay"]}
+        from transformers.integrations import HfDeepSpeedConfig
+
         zero3 = ds["zero_optimization"]["stage"] == 3
-        with deepspeed.zero.Init(config_dict_or_path=ds, enabled=zero3):
-            model = load_model(spec, "cpu", "fp32", zero3=zero3)
+        # Registering the config makes from_pretrained build the model partitioned (zero.Init);
+        # a hand-made zero.Init around from_pretrained fails in transformers' weight init.
+        keep_alive = HfDeepSpeedConfig(ds)  # noqa: F841 (transformers holds a weak reference)
+        model = load_model(spec, "cpu", "fp32", zero3=zero3)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = None if "optimizer" in ds else torch.optim.AdamW(params, lr=tr["learning_rate"])
         engine, *_ = deepspeed.initialize(model=model, model_parameters=params, optimizer=optimizer, config=ds)

@@ -66,6 +66,31 @@ BAD = {
     "save interval beyond the run": ({"training": {"save_steps": 1000}}, ["save_steps", "max_steps"]),
     "unknown run key": ({"runs": [{"name": "a", "method": "lora", "offload": "cpu"}]}, ["runs.0", "offload"]),
     "empty target modules": ({"lora": {"target_modules": []}}, ["lora.target_modules"]),
+    "deepspeed config missing": (
+        {"runs": [{"name": "z", "method": "full", "deepspeed": "configs/deepspeed/zero4.json"}], "baseline_run": "z"},
+        ["run z", "zero4.json", "does not exist"],
+    ),
+    "nvme offload without a folder": (
+        {
+            "runs": [{"name": "z", "method": "full", "deepspeed": "configs/deepspeed/zero3_offload_nvme.json"}],
+            "baseline_run": "z",
+        },
+        ["run z", "nvme_dir"],
+    ),
+    "paged optimizer under deepspeed": (
+        {
+            "runs": [
+                {
+                    "name": "z",
+                    "method": "qlora",
+                    "deepspeed": "configs/deepspeed/zero3_offload_cpu.json",
+                    "training": {"optimizer": "paged_adamw_8bit"},
+                }
+            ],
+            "baseline_run": "z",
+        },
+        ["run z", "paged_adamw_8bit", "owns the optimizer"],
+    ),
 }
 
 

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from offloadbench.config import load_config, run_spec
+from offloadbench.config import PreflightError, check_deepspeed_config, load_config, run_spec
 from offloadbench.data import pydoc_topics
 from offloadbench.env import choose_dtype
 from offloadbench.model import build_model, train_tokenizer
-from offloadbench.train import PreflightError, check_deepspeed_config, count_params, load_model, offload_label
+from offloadbench.train import count_params, load_model, offload_label
 
 SCRATCH = {
     "vocab_size": 512,

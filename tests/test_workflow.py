@@ -133,7 +133,11 @@ def _eval_loss(model, workdir) -> float:
         return float(sum(model(input_ids=b, labels=b).loss * len(b) for b in ids.split(4)) / len(ids))
 
 
-@pytest.mark.parametrize("run", ["full", "zero3_offload_cpu", "zero3_offload_nvme"])
+FULL_RUNS = [r["name"] for r in CONFIG["runs"] if r["method"] == "full"]
+ADAPTER_RUNS = [r["name"] for r in CONFIG["runs"] if r["method"] != "full"]
+
+
+@pytest.mark.parametrize("run", FULL_RUNS)
 def test_full_checkpoint_reloads_and_reproduces_eval_loss(tiny_workflow, run):
     from transformers import AutoModelForCausalLM
 
@@ -146,7 +150,7 @@ def test_full_checkpoint_reloads_and_reproduces_eval_loss(tiny_workflow, run):
     assert _eval_loss(model, tiny_workflow) == pytest.approx(summary(tiny_workflow, run)["eval_loss"], abs=1e-3)
 
 
-@pytest.mark.parametrize("run", ["lora", "qlora", "qlora_offload"])
+@pytest.mark.parametrize("run", ADAPTER_RUNS)
 def test_adapter_trained_merges_and_reproduces_eval_loss(tiny_workflow, run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -156,7 +160,7 @@ def test_adapter_trained_merges_and_reproduces_eval_loss(tiny_workflow, run):
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero: it did not train"
     base_path = tiny_workflow / "results" / "models" / "tiny-test-llama"
-    if run == "lora":
+    if CONFIG["runs"][RUNS.index(run)]["method"] == "lora":
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), adapter).merge_and_unload()
         assert not any("lora" in n for n, _ in model.named_parameters()), "adapter was not merged"
     else:

@@ -28,6 +28,10 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and what would be right."""
 
 
+class PreflightError(ConfigError):
+    """A run that cannot work, found by the training job before any training starts."""
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """Merge like Snakemake's --configfile: dicts recursively, everything else replaced."""
     out = copy.deepcopy(base)
@@ -163,6 +167,55 @@ def check_run(spec: dict, where: str, root: Path) -> None:
         f"{where}.training.save_steps",
         f"{tr['save_steps']} exceeds max_steps={tr['max_steps']}: no checkpoint would be written before the end",
     )
+    read_deepspeed_config(spec)
+
+
+# DeepSpeed keys that Trainer fills from the run ("auto"), and the value each must have otherwise.
+DEEPSPEED_BATCH_KEYS = {
+    "train_batch_size": lambda t, w: t["micro_batch_size"] * t["gradient_accumulation_steps"] * w,
+    "train_micro_batch_size_per_gpu": lambda t, w: t["micro_batch_size"],
+    "gradient_accumulation_steps": lambda t, w: t["gradient_accumulation_steps"],
+    "gradient_clipping": lambda t, w: t["max_grad_norm"],
+}
+
+
+def read_deepspeed_config(spec: dict) -> dict | None:
+    """Read a run's DeepSpeed JSON and check it against the run (None for runs without one)."""
+    if not spec.get("deepspeed"):
+        return None
+    path = Path(spec["deepspeed"])
+    if not path.is_file():
+        raise PreflightError(f"run {spec['run']}: deepspeed config {path} does not exist")
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PreflightError(f"run {spec['run']}: deepspeed config {path} is not valid JSON: {err}") from err
+    check_deepspeed_config(ds, spec, path)
+    return ds
+
+
+def check_deepspeed_config(ds: dict, spec: dict, path: str | Path) -> None:
+    """Batch keys must be "auto" (Trainer fills them) or equal what the run trains with; the
+    offload targets must be usable by the run."""
+    tr, ws = spec["training"], spec["world_size"]
+    for key, expected in DEEPSPEED_BATCH_KEYS.items():
+        value = ds.get(key, "auto")
+        if value != "auto" and value != expected(tr, ws):
+            raise PreflightError(
+                f"run {spec['run']}: {path} sets {key}={value}, but the run trains with {key}={expected(tr, ws)} "
+                f"(micro_batch_size={tr['micro_batch_size']} x gradient_accumulation_steps="
+                f'{tr["gradient_accumulation_steps"]} x world_size={ws}); set it to "auto"'
+            )
+    zero = ds.get("zero_optimization", {})
+    for section in ("offload_param", "offload_optimizer"):
+        device = (zero.get(section) or {}).get("device", "none")
+        if device == "nvme" and not spec.get("nvme_dir"):
+            raise PreflightError(f"run {spec['run']}: {path} offloads {section} to nvme; set nvme_dir in the run")
+    if tr["optimizer"].startswith("paged_"):
+        raise PreflightError(
+            f"run {spec['run']}: training.optimizer={tr['optimizer']} cannot be combined with "
+            "deepspeed, which owns the optimizer (use offload_optimizer in the DeepSpeed config instead)"
+        )
 
 
 def _resolve(defaults: dict, override: dict | None) -> dict:

@@ -38,32 +38,21 @@ from pathlib import Path
 
 import torch
 
-from .config import canonical_json, load_spec, spec_sha256
+from .config import PreflightError, canonical_json, load_spec, read_deepspeed_config, spec_sha256
 from .env import choose_dtype, git_commit, hardware, prepare_process, torch_dtype, versions
 from .io import tree_bytes, write_json
 from .recorder import MemorySampler, MetricsRecorder, gpu_peaks
-
-
-class PreflightError(ValueError):
-    """A run that cannot work, found before any training starts."""
 
 
 def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def load_deepspeed_config(spec: dict, out: Path) -> dict | None:
-    """Read the run's DeepSpeed JSON, check it against the run and fill the run's NVMe folder."""
-    if not spec.get("deepspeed"):
+def load_deepspeed_config(spec: dict) -> dict | None:
+    """The run's DeepSpeed config, checked against the run, with the run's NVMe folder filled in."""
+    ds = read_deepspeed_config(spec)
+    if ds is None:
         return None
-    path = Path(spec["deepspeed"])
-    if not path.is_file():
-        raise PreflightError(f"run {spec['run']}: deepspeed config {path} does not exist")
-    try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PreflightError(f"run {spec['run']}: deepspeed config {path} is not valid JSON: {err}") from err
-    check_deepspeed_config(ds, spec, path)
     zero = ds.get("zero_optimization", {})
     for section in ("offload_param", "offload_optimizer"):
         off = zero.get(section) or {}
@@ -72,37 +61,6 @@ def load_deepspeed_config(spec: dict, out: Path) -> dict | None:
             nvme.mkdir(parents=True, exist_ok=True)
             off["nvme_path"] = str(nvme)
     return ds
-
-
-BATCH_KEYS = {
-    "train_batch_size": lambda t, w: t["micro_batch_size"] * t["gradient_accumulation_steps"] * w,
-    "train_micro_batch_size_per_gpu": lambda t, w: t["micro_batch_size"],
-    "gradient_accumulation_steps": lambda t, w: t["gradient_accumulation_steps"],
-    "gradient_clipping": lambda t, w: t["max_grad_norm"],
-}
-
-
-def check_deepspeed_config(ds: dict, spec: dict, path: Path) -> None:
-    """Batch keys must be "auto" (Trainer fills them) or equal what the run trains with."""
-    tr, ws = spec["training"], spec["world_size"]
-    for key, expected in BATCH_KEYS.items():
-        value = ds.get(key, "auto")
-        if value != "auto" and value != expected(tr, ws):
-            raise PreflightError(
-                f"run {spec['run']}: {path} sets {key}={value}, but the run trains with {key}={expected(tr, ws)} "
-                f"(micro_batch_size={tr['micro_batch_size']} x gradient_accumulation_steps="
-                f'{tr["gradient_accumulation_steps"]} x world_size={ws}); set it to "auto"'
-            )
-    zero = ds.get("zero_optimization", {})
-    for section in ("offload_param", "offload_optimizer"):
-        device = (zero.get(section) or {}).get("device", "none")
-        if device == "nvme" and not spec.get("nvme_dir"):
-            raise PreflightError(f"run {spec['run']}: {path} offloads {section} to nvme; set nvme_dir in the run")
-    if spec["training"]["optimizer"].startswith("paged_") and ds:
-        raise PreflightError(
-            f"run {spec['run']}: training.optimizer={spec['training']['optimizer']} cannot be combined with "
-            "deepspeed, which owns the optimizer (use offload_optimizer in the DeepSpeed config instead)"
-        )
 
 
 def offload_label(spec: dict, ds: dict | None) -> dict:
@@ -320,7 +278,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
             f"run {spec['run']}: world_size={spec['world_size']} in the config but {world_size} processes were "
             "launched; start it with torchrun --nproc_per_node <world_size>"
         )
-    ds = load_deepspeed_config(spec, out)
+    ds = load_deepspeed_config(spec)
     zero3 = bool(ds) and ds.get("zero_optimization", {}).get("stage") == 3
     off = offload_label(spec, ds)
     torch.manual_seed(spec["seed"])
