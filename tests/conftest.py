@@ -23,9 +23,13 @@ def validate(obj, schema_name: str) -> None:
     jsonschema.Draft202012Validator(schema).validate(obj)
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+# A fake secret in the environment of the tiny workflow: no output may ever contain it.
+FAKE_TOKEN = "hf_offloadbenchFAKEtokenDoNotLeak0123456789"
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the workflow of this repository with its working directory elsewhere."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, **(env or {}), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -34,7 +38,7 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.Comp
 def tiny_workflow(tmp_path_factory) -> Path:
     """The whole tiny profile run once: data, base model, every run of configs/config.yaml."""
     workdir = tmp_path_factory.mktemp("tiny-workflow")
-    proc = snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    proc = snakemake(workdir, "--cores", "2", "--configfile", str(TINY), env={"HF_TOKEN": FAKE_TOKEN})
     if proc.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))
         pytest.fail(f"tiny workflow failed:\n{proc.stderr[-5000:]}\n{logs}")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import datasets
 import pytest
 import torch
-from conftest import TINY, read_jsonl, snakemake, validate
+from conftest import FAKE_TOKEN, TINY, read_jsonl, snakemake, validate
 from safetensors.torch import load_file
 
 from offloadbench.config import load_config
@@ -212,3 +213,161 @@ def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):
     proc = snakemake(tiny_workflow, "-n", "--cores", "1", "--configfile", str(TINY))
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_tables_have_a_row_per_run(tiny_workflow):
+    import pandas as pd
+
+    table = pd.read_csv(tiny_workflow / "results" / "tables" / "comparison.csv")
+    assert list(table["run"]) == RUNS and set(table["status"]) == {"ok"}
+    relative = pd.read_csv(tiny_workflow / "results" / "tables" / "relative.csv").set_index("run")
+    assert relative.loc[CONFIG["baseline_run"], "slowdown (x)"] == pytest.approx(1.0)
+    base = json.loads((tiny_workflow / "results" / "eval" / "base.json").read_text())
+    assert all(summary(tiny_workflow, run)["eval_loss"] < base["eval_loss"] for run in RUNS), "fine-tuning did not help"
+
+
+def test_no_output_contains_the_token_from_the_environment(tiny_workflow):
+    leaks = [p for p in tiny_workflow.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
+    assert not leaks
+
+
+def test_a_run_that_fails_is_recorded_and_the_job_succeeds(tiny_workflow, tmp_path):
+    """An error while training gives status failed in summary.json, and exit 0 so the workflow goes on."""
+    import subprocess
+    import sys
+
+    from offloadbench.config import run_spec
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(
+        json.dumps(
+            {
+                "train_batch_size": "auto",
+                "train_micro_batch_size_per_gpu": "auto",
+                "zero_optimization": {"stage": 3, "no_such_deepspeed_key": 1},
+            }
+        )
+    )
+    spec = run_spec(CONFIG, "zero3")
+    spec.update(run="broken", deepspeed=str(broken))
+    spec["model"]["path"] = str(tiny_workflow / "results" / "models" / "tiny-test-llama")
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "1",
+            "-m",
+            "offloadbench.train",
+            "--spec",
+            json.dumps(spec),
+            "--data",
+            str(tiny_workflow / "results" / "data" / "pydoc-topics"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failed = json.loads((out / "summary.json").read_text())
+    validate(failed, "summary.schema.json")
+    assert failed["status"] == "failed" and "no_such_deepspeed_key" in failed["error"]
+    assert failed["eval_loss"] is None and failed["offload"] == "none"
+    assert (out / "metrics.jsonl").exists()
+
+
+def test_out_of_memory_errors_are_told_apart():
+    from offloadbench.train import is_out_of_memory
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(ValueError("shape mismatch"))
+
+
+def _process(pid):
+    import psutil
+
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+@pytest.mark.parametrize("run", ["qlora", "zero3_offload_cpu"])
+def test_a_killed_run_resumes_from_its_checkpoint_and_matches(tiny_workflow, tmp_path, run):
+    """SIGKILL a real training process after a checkpoint, start it again: it resumes there, and
+    the finished run matches an uninterrupted one."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from offloadbench.config import run_spec
+
+    spec = run_spec(CONFIG, run)
+    spec["model"]["path"] = str(tiny_workflow / "results" / "models" / "tiny-test-llama")
+    spec["training"].update(max_steps=24, save_steps=4)
+    launcher = (
+        [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "1"]
+        if spec["deepspeed"]
+        else [sys.executable]
+    )
+
+    def start(out):
+        cmd = [
+            *launcher,
+            "-m",
+            "offloadbench.train",
+            "--spec",
+            json.dumps(spec),
+            "--data",
+            str(tiny_workflow / "results" / "data" / "pydoc-topics"),
+            "--out",
+            str(out),
+        ]
+        return subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+
+    straight = start(tmp_path / "straight")
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()[-3000:]
+
+    out = tmp_path / "killed"
+    proc = start(out)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists():
+        assert proc.poll() is None, "finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    # Kill the whole process tree at once, as a lost node or a cgroup kill would: torchrun's
+    # workers live in a session of their own and outlive a kill of torchrun alone.
+    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    psutil.wait_procs([p for p in map(_process, tree) if p], timeout=30)
+    assert not (out / "summary.json").exists()
+
+    again = start(out)
+    assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
+    resumed, reference = (json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "straight"))
+    assert resumed["resumed_from"] and resumed["resumed_from"].endswith(
+        ("checkpoint-8", "checkpoint-12", "checkpoint-16", "checkpoint-20")
+    )
+    assert resumed["steps"] == 24
+    assert resumed["train_loss_final"] == pytest.approx(reference["train_loss_final"], abs=1e-4)
+    assert resumed["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-4)
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 25)), "metrics lost or repeated across the kill"
+    assert [r["loss"] for r in rows] == pytest.approx(
+        [r["loss"] for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")], abs=1e-4
+    )

@@ -282,6 +282,24 @@ def pretrain_spec(config: dict) -> dict:
     }
 
 
+def base_eval_spec(config: dict) -> dict:
+    """Evaluating the untrained base model: the defaults of `training` (dtype, batch, eval blocks)."""
+    return {
+        "run": "base",
+        "method": "full",
+        "deepspeed": None,
+        "nvme_dir": None,
+        "world_size": 1,
+        "seed": config["seed"],
+        "training": config["training"],
+        "lora": config["lora"],
+        "quantization": config["quantization"],
+        "model": model_ref(config),
+        "dataset": config["dataset"]["name"],
+        "trust_remote_code": config["model"]["trust_remote_code"],
+    }
+
+
 def repo_path(path: str | None) -> str | None:
     """A path from the config that names a file of this repository (relative to its root)."""
     if path is None:

@@ -40,7 +40,7 @@ import torch
 
 from .config import PreflightError, canonical_json, load_spec, read_deepspeed_config, spec_sha256
 from .env import choose_dtype, git_commit, hardware, prepare_process, torch_dtype, versions
-from .io import tree_bytes, write_json
+from .io import tree_bytes, write_json, write_text
 from .recorder import MemorySampler, MetricsRecorder, gpu_peaks
 
 
@@ -226,7 +226,8 @@ def training_arguments(spec: dict, out: Path, device: str, dtype_name: str, ds: 
         logging_steps=tr["logging_steps"],
         save_strategy="steps",
         save_steps=tr["save_steps"],
-        save_total_limit=1,
+        # Two resume points: a kill while the newer one is being written leaves the older intact.
+        save_total_limit=2,
         eval_strategy="no",
         seed=spec["seed"],
         data_seed=spec["seed"],
@@ -240,10 +241,32 @@ def training_arguments(spec: dict, out: Path, device: str, dtype_name: str, ds: 
 
 
 def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete resume point, or None; incomplete ones (a kill while saving) go.
 
+    Trainer writes trainer_state.json last, so a checkpoint whose state file parses is complete.
+    """
     ckpt_dir = out / "checkpoints"
-    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    found = (
+        sorted(
+            (int(p.name.split("-")[-1]), p) for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+        )
+        if ckpt_dir.is_dir()
+        else []
+    )
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, json.JSONDecodeError):
+            print(f"[offloadbench] removing incomplete checkpoint {path}", file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def publish_metrics(out: Path) -> None:
+    """Copy the metrics written during training to OUT/metrics.jsonl, atomically."""
+    partial = out / "checkpoints" / "metrics.jsonl"
+    write_text(out / "metrics.jsonl", partial.read_text() if partial.exists() else "")
 
 
 def trim_metrics(path: Path, upto_step: int) -> None:
@@ -300,15 +323,19 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         model = load_model(spec, device, dtype_name, zero3)
     params_total, params_trainable = count_params(model)
 
+    # Metrics are written beside the resume points while training (Snakemake removes the declared
+    # outputs of an interrupted job, not this folder) and published when the run ends.
     resume = last_checkpoint(out)
-    metrics_path = out / "metrics.jsonl"
+    partial = out / "checkpoints" / "metrics.jsonl"
+    partial.parent.mkdir(parents=True, exist_ok=True)
     if resume:
-        trim_metrics(metrics_path, int(Path(resume).name.split("-")[-1]))
+        trim_metrics(partial, int(Path(resume).name.split("-")[-1]))
     else:
-        metrics_path.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+        shutil.rmtree(out / "model", ignore_errors=True)
     sampler = MemorySampler().start()
     tokens_per_step = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size * block
-    recorder = MetricsRecorder(metrics_path, tokens_per_step, sampler, is_main)
+    recorder = MetricsRecorder(partial, tokens_per_step, sampler, is_main)
     trainer = make_trainer(spec, model, data, args, recorder, tr["activation_offload"], device == "cuda")
     optimizer_fallback = None
     with phase("train"), _capture_warnings() as caught:
@@ -325,50 +352,150 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         trainer.save_model(str(final))
     if is_main:
         _save_tokenizer(spec, final)
+        publish_metrics(out)
         # Resume points and NVMe swap files are only needed while the run is unfinished.
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         if "nvme" in off.values():
             shutil.rmtree(spec["nvme_dir"], ignore_errors=True)
-    summary = {
+    summary = summary_record(
+        spec,
+        status="ok",
+        offload=off,
+        device=device,
+        dtype=dtype_name,
+        world_size=world_size,
+        params_total=params_total,
+        params_trainable=params_trainable,
+        steps=trainer.state.global_step,
+        tokens_seen=tokens_per_step * trainer.state.global_step,
+        wall_s=time.perf_counter() - t0,
+        train_s=recorder.train_s,
+        tokens_per_s=recorder.tokens_per_s,
+        host_rss_peak_bytes=sampler.host_rss_peak,
+        **gpu_peaks(),
+        gpu_nvml_used_peak_bytes=sampler.nvml_used_peak,
+        nvme_bytes_written=recorder.io_bytes if "nvme" in off.values() else None,
+        train_loss_final=recorder.last_loss,
+        eval_loss=eval_loss,
+        eval_ppl=math.exp(eval_loss),
+        checkpoint_bytes=tree_bytes(final) if is_main else None,
+        optimizer_fallback=optimizer_fallback,
+        resumed_from=resume,
+    )
+    if is_main:
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def summary_record(spec: dict, **fields) -> dict:
+    """summary.json (workflow/schemas/summary.schema.json): what was measured, plus provenance.
+
+    Fields not given (a run that failed before measuring them) are null."""
+    measured = (
+        "params_total",
+        "params_trainable",
+        "steps",
+        "tokens_seen",
+        "train_s",
+        "tokens_per_s",
+        "host_rss_peak_bytes",
+        "gpu_allocated_peak_bytes",
+        "gpu_reserved_peak_bytes",
+        "gpu_nvml_used_peak_bytes",
+        "nvme_bytes_written",
+        "train_loss_final",
+        "eval_loss",
+        "eval_ppl",
+        "checkpoint_bytes",
+        "optimizer_fallback",
+        "resumed_from",
+        "error",
+    )
+    off = fields.pop("offload")
+    return {
         "run": spec["run"],
         "method": spec["method"],
         "offload": offload_summary(off),
         "offload_detail": off,
-        "status": "ok",
-        "error": None,
-        "device": device,
-        "dtype": dtype_name,
         "model": spec["model"]["path"],
         "dataset": spec["dataset"],
         "seed": spec["seed"],
-        "world_size": world_size,
-        "params_total": params_total,
-        "params_trainable": params_trainable,
-        "steps": trainer.state.global_step,
-        "tokens_seen": tokens_per_step * trainer.state.global_step,
-        "wall_s": time.perf_counter() - t0,
-        "train_s": recorder.train_s,
-        "tokens_per_s": recorder.tokens_per_s,
-        "host_rss_peak_bytes": sampler.host_rss_peak,
-        **gpu_peaks(),
-        "gpu_nvml_used_peak_bytes": sampler.nvml_used_peak,
-        "nvme_bytes_written": recorder.io_bytes if "nvme" in off.values() else None,
-        "train_loss_final": recorder.last_loss,
-        "eval_loss": eval_loss,
-        "eval_ppl": math.exp(eval_loss),
-        "checkpoint_bytes": tree_bytes(final) if is_main else None,
-        "optimizer": tr["optimizer"],
-        "optimizer_fallback": optimizer_fallback,
-        "resumed_from": resume,
+        "optimizer": spec["training"]["optimizer"],
+        **{key: None for key in measured},
+        **fields,
         "config_sha256": spec_sha256(spec),
         "git_commit": git_commit(),
         "versions": versions(),
         "hardware": hardware(),
         "spec": spec,
     }
-    if is_main:
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return (
+        isinstance(err, (torch.OutOfMemoryError, MemoryError))
+        or "out of memory" in text
+        or "can't allocate memory" in text
+    )
+
+
+def record_failure(spec: dict, out: Path, err: BaseException, wall_s: float) -> dict:
+    """A run that failed while training: summary.json says so (status oom or failed, and the
+    error), so the tables show the row instead of dropping it and the workflow goes on."""
+    device, dtype_name = choose_dtype(spec["training"]["dtype"])
+    summary = summary_record(
+        spec,
+        status="oom" if is_out_of_memory(err) else "failed",
+        error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:1000],
+        offload=offload_label(spec, read_deepspeed_config(spec)),
+        device=device,
+        dtype=dtype_name,
+        world_size=spec["world_size"],
+        wall_s=wall_s,
+    )
+    if world()[0] == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        publish_metrics(out)  # the steps it made before failing
         write_json(out / "summary.json", summary)
     return summary
+
+
+def evaluate_base(spec: dict, data_dir: Path, out_json: Path) -> dict:
+    """The base model's validation loss, computed exactly as after every run (claim C5)."""
+    import tempfile
+
+    import datasets
+    from transformers import AutoModelForCausalLM, Trainer, default_data_collator
+
+    device, dtype_name = choose_dtype(spec["training"]["dtype"])
+    data = datasets.load_from_disk(str(data_dir))
+    data.set_format("torch")
+    model_ref = spec["model"]
+    model = AutoModelForCausalLM.from_pretrained(
+        model_ref["path"],
+        revision=model_ref.get("revision"),
+        trust_remote_code=spec["trust_remote_code"],
+        use_safetensors=True,
+        dtype=torch.float32,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        args = training_arguments(spec, Path(tmp), device, dtype_name, None)
+        trainer = Trainer(model=model, args=args, data_collator=default_data_collator)
+        with phase("evaluate"):
+            eval_loss = evaluate(trainer, data, spec["training"]["eval_max_blocks"])
+    result = {
+        "model": model_ref["path"],
+        "revision": model_ref.get("revision"),
+        "dataset": spec["dataset"],
+        "device": device,
+        "dtype": dtype_name,
+        "eval_loss": eval_loss,
+        "eval_ppl": math.exp(eval_loss),
+        "config_sha256": spec_sha256(spec),
+    }
+    write_json(out_json, result)
+    return result
 
 
 def _save_tokenizer(spec: dict, final: Path) -> None:
@@ -404,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="tokenized dataset folder (save_to_disk)")
     parser.add_argument("--out", required=True, type=Path, help="run folder: metrics.jsonl, summary.json, model/")
     parser.add_argument("--save-model", type=Path, default=None, help="write the final model here instead of OUT/model")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the spec's model untrained; write OUT")
     args = parser.parse_args(argv)
     prepare_process()
     # DeepSpeed's ZeRO-3 calls torch.distributed APIs that torch deprecates, once per step; the
@@ -413,14 +541,25 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     spec = load_spec(args.spec)
     print("spec:", canonical_json(spec), file=sys.stderr)
+    if args.eval_only:
+        print(json.dumps(evaluate_base(spec, args.data, args.out)), file=sys.stderr)
+        return 0
+    t0 = time.perf_counter()
     try:
         summary = run(spec, args.data, args.out, args.save_model)
     except PreflightError as err:
+        # The run cannot work as configured: fail the job, nothing was trained.
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception:
+    except Exception as err:  # noqa: BLE001 - every training failure is recorded, then the workflow goes on
         traceback.print_exc()
-        return 1
+        failed = record_failure(spec, args.out, err, time.perf_counter() - t0)
+        print(
+            f"[offloadbench] run {spec['run']} ended with status {failed['status']}: {failed['error']} "
+            f"(recorded in {args.out / 'summary.json'}; delete {args.out} to try it again)",
+            file=sys.stderr,
+        )
+        return 0
     print(
         json.dumps({k: summary[k] for k in ("run", "steps", "train_loss_final", "eval_loss", "tokens_per_s")}),
         file=sys.stderr,

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from offloadbench.config import (
     ConfigError,
+    base_eval_spec,
     check_config,
     datasets,
     model_ref,
@@ -80,4 +81,7 @@ def all_outputs():
     return [
         f"results/data/{DATASET}",
         *expand("results/runs/{run}/summary.json", run=RUNS),
+        "results/eval/base.json",
+        *multiext("results/tables/comparison", ".csv", ".md", ".tex"),
+        *multiext("results/tables/relative", ".csv", ".md", ".tex"),
     ]

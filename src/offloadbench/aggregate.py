@@ -1,0 +1,159 @@
+"""Turn the run summaries into the paper's comparison tables (CSV, Markdown, LaTeX).
+
+    python -m offloadbench.aggregate --spec '<aggregate spec JSON>' --out results/tables
+
+The spec names every run of the profile and the baseline run. A run without a summary (it
+failed before writing one) still gets a row, with status ``missing``, so nothing is dropped
+silently. ``comparison.*`` has one row per run; ``relative.*`` divides each run's memory and
+speed by the baseline's (memory saving x = baseline / run, slowdown x = baseline tokens/s / run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .config import load_spec
+from .io import atomic_path, write_text
+
+GIB = 2**30
+MIB = 2**20
+
+# column name (with unit) -> (summary key or function, scale, decimals in md/tex)
+COLUMNS = {
+    "run": ("run", None, None),
+    "method": ("method", None, None),
+    "offload": ("offload", None, None),
+    "precision": ("dtype", None, None),
+    "device": ("device", None, None),
+    "params (M)": ("params_total", 1e-6, 2),
+    "trainable (M)": ("params_trainable", 1e-6, 3),
+    "trainable (%)": (lambda s: 100 * s["params_trainable"] / s["params_total"], 1, 2),
+    "GPU alloc peak (GiB)": ("gpu_allocated_peak_bytes", 1 / GIB, 2),
+    "GPU reserved peak (GiB)": ("gpu_reserved_peak_bytes", 1 / GIB, 2),
+    "GPU NVML peak (GiB)": ("gpu_nvml_used_peak_bytes", 1 / GIB, 2),
+    "host RSS peak (GiB)": ("host_rss_peak_bytes", 1 / GIB, 2),
+    "NVMe written (GiB)": ("nvme_bytes_written", 1 / GIB, 2),
+    "tokens/s": ("tokens_per_s", 1, 0),
+    "step time (s)": (lambda s: s["train_step_s"], 1, 3),
+    "wall time (s)": ("wall_s", 1, 1),
+    "train loss": ("train_loss_final", 1, 3),
+    "eval loss": ("eval_loss", 1, 3),
+    "eval ppl": ("eval_ppl", 1, 1),
+    "checkpoint (MiB)": ("checkpoint_bytes", 1 / MIB, 1),
+    "status": ("status", None, None),
+}
+
+
+def _value(summary: dict, key, scale):
+    try:
+        value = key(summary) if callable(key) else summary.get(key)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    if value is None or scale is None:
+        return value
+    return value * scale
+
+
+def load_summary(run_dir: Path) -> dict | None:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    metrics = run_dir / "metrics.jsonl"
+    times = (
+        [json.loads(line)["step_time_s"] for line in metrics.read_text().splitlines() if line.strip()]
+        if metrics.is_file()
+        else []
+    )
+    summary["train_step_s"] = sum(times) / len(times) if times else None
+    return summary
+
+
+def comparison(runs: list[str], runs_dir: Path) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        summary = load_summary(runs_dir / run)
+        if summary is None:
+            rows.append({"run": run, "status": "missing"})
+            continue
+        rows.append({col: _value(summary, key, scale) for col, (key, scale, _) in COLUMNS.items()})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+RELATIVE = {
+    "GPU alloc peak": ("GPU alloc peak (GiB)", "saving"),
+    "GPU NVML peak": ("GPU NVML peak (GiB)", "saving"),
+    "host RSS peak": ("host RSS peak (GiB)", "saving"),
+    "tokens/s": ("tokens/s", "slowdown"),
+    "eval loss": ("eval loss", "ratio"),
+}
+
+
+def relative(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Each run against the baseline: memory saving x (>1 = less memory), slowdown x (>1 = slower)."""
+    base = table.set_index("run").loc[baseline]
+    out = pd.DataFrame({"run": table["run"], "method": table["method"], "offload": table["offload"]})
+    for name, (col, kind) in RELATIVE.items():
+        mine, ref = pd.to_numeric(table[col], errors="coerce"), pd.to_numeric(base[col], errors="coerce")
+        if kind == "saving":
+            out[f"{name} saving (x)"] = ref / mine
+        elif kind == "slowdown":
+            out["slowdown (x)"] = ref / mine
+        else:
+            out[f"{name} (x baseline)"] = mine / ref
+    out["status"] = table["status"]
+    return out
+
+
+def decimals(table: pd.DataFrame) -> dict[str, int]:
+    known = {col: d for col, (_, _, d) in COLUMNS.items() if d is not None}
+    return {col: known.get(col, 2) for col in table.columns if pd.api.types.is_numeric_dtype(table[col])}
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for col, d in decimals(table).items():
+        shown[col] = table[col].map(lambda v, d=d: "–" if pd.isna(v) else f"{v:,.{d}f}")
+    return shown.fillna("–").to_markdown(index=False) + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    """booktabs table (needs \\usepackage{booktabs}); empty cells print as an en dash."""
+    styler = table.style.hide(axis="index").format(precision=2, na_rep="--", escape="latex")
+    for col, d in decimals(table).items():
+        styler = styler.format(precision=d, thousands=",", na_rep="--", subset=[col])
+    styler = styler.format_index(escape="latex", axis="columns")
+    return styler.to_latex(hrules=True, caption=caption, label=label, position="htbp", position_float="centering")
+
+
+def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
+    with atomic_path(stem.with_suffix(".csv")) as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(stem.with_suffix(".md"), to_markdown(table))
+    write_text(stem.with_suffix(".tex"), to_latex(table, caption, f"tab:{stem.name}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m offloadbench.aggregate", description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", required=True, help='{"runs": [...], "baseline_run": ..., "profile": ...}')
+    parser.add_argument("--runs-dir", type=Path, default=Path("results/runs"))
+    parser.add_argument("--out", type=Path, default=Path("results/tables"))
+    args = parser.parse_args(argv)
+    spec = load_spec(args.spec)
+    table = comparison(spec["runs"], args.runs_dir)
+    write_tables(table, args.out / "comparison", f"Fine-tuning methods compared ({spec['profile']} profile).")
+    rel = relative(table, spec["baseline_run"])
+    write_tables(
+        rel, args.out / "relative", f"Each run relative to {spec['baseline_run']} ({spec['profile']} profile)."
+    )
+    print(to_markdown(table), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Tables from run summaries: one row per run (failed and missing ones too), units, LaTeX."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from offloadbench.aggregate import comparison, main, relative, to_latex, to_markdown
+
+GIB = 2**30
+
+
+def write_run(runs_dir, run, **overrides):
+    summary = {
+        "run": run,
+        "method": "lora",
+        "offload": "none",
+        "dtype": "bf16",
+        "device": "cuda",
+        "status": "ok",
+        "params_total": 8_030_000_000,
+        "params_trainable": 3_407_872,
+        "gpu_allocated_peak_bytes": 18 * GIB,
+        "gpu_reserved_peak_bytes": 20 * GIB,
+        "gpu_nvml_used_peak_bytes": 21 * GIB,
+        "host_rss_peak_bytes": 4 * GIB,
+        "nvme_bytes_written": None,
+        "tokens_per_s": 2000.0,
+        "wall_s": 300.0,
+        "train_loss_final": 1.9,
+        "eval_loss": 2.0,
+        "eval_ppl": 7.389,
+        "checkpoint_bytes": 13 * 2**20,
+    }
+    summary.update(overrides)
+    (runs_dir / run).mkdir(parents=True)
+    (runs_dir / run / "summary.json").write_text(json.dumps(summary))
+    (runs_dir / run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i, "step_time_s": t}) + "\n" for i, t in enumerate([1.0, 3.0], 1))
+    )
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    write_run(tmp_path, "lora")
+    write_run(
+        tmp_path,
+        "qlora_offload",
+        method="qlora",
+        offload="params:cpu+optimizer:cpu",
+        gpu_allocated_peak_bytes=6 * GIB,
+        gpu_nvml_used_peak_bytes=7 * GIB,
+        tokens_per_s=500.0,
+    )
+    write_run(
+        tmp_path,
+        "full",
+        method="full",
+        status="oom",
+        error="CUDA out of memory",
+        params_trainable=8_030_000_000,
+        gpu_allocated_peak_bytes=None,
+        tokens_per_s=None,
+        eval_loss=None,
+        eval_ppl=None,
+    )
+    return tmp_path
+
+
+def test_every_run_gets_a_row_even_failed_and_missing(runs_dir):
+    table = comparison(["lora", "qlora_offload", "full", "never_ran"], runs_dir)
+    assert list(table["run"]) == ["lora", "qlora_offload", "full", "never_ran"]
+    assert list(table["status"]) == ["ok", "ok", "oom", "missing"]
+    lora = table.set_index("run").loc["lora"]
+    assert lora["GPU alloc peak (GiB)"] == pytest.approx(18.0)
+    assert lora["trainable (%)"] == pytest.approx(100 * 3_407_872 / 8_030_000_000)
+    assert lora["step time (s)"] == pytest.approx(2.0)
+    assert lora["checkpoint (MiB)"] == pytest.approx(13.0)
+    assert pd.isna(table.set_index("run").loc["full", "tokens/s"])
+
+
+def test_relative_table_divides_by_the_baseline(runs_dir):
+    rel = relative(comparison(["lora", "qlora_offload", "full"], runs_dir), "lora").set_index("run")
+    assert rel.loc["qlora_offload", "GPU alloc peak saving (x)"] == pytest.approx(3.0)
+    assert rel.loc["qlora_offload", "slowdown (x)"] == pytest.approx(4.0)
+    assert rel.loc["lora", "slowdown (x)"] == pytest.approx(1.0)
+    assert pd.isna(rel.loc["full", "slowdown (x)"])
+
+
+def test_markdown_and_latex_are_rounded_escaped_and_booktabs(runs_dir):
+    table = comparison(["lora", "qlora_offload", "full"], runs_dir)
+    md = to_markdown(table)
+    assert md.count("\n") == 2 + 3 and "| 2,000 " in md and "| – " in md
+    tex = to_latex(table, "caption", "tab:x")
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule"):
+        assert tex.count(rule) == 1
+    assert "qlora\\_offload" in tex and "trainable (\\%)" in tex
+    assert "18.00" in tex and "--" in tex
+
+
+def test_main_writes_all_six_files(runs_dir, tmp_path):
+    out = tmp_path / "tables"
+    spec = json.dumps({"runs": ["lora", "qlora_offload", "full"], "baseline_run": "lora", "profile": "test"})
+    assert main(["--spec", spec, "--runs-dir", str(runs_dir), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in ("comparison", "relative") for ext in ("csv", "md", "tex")
+    )
+    assert pd.read_csv(out / "comparison.csv").shape[0] == 3

@@ -1,0 +1,21 @@
+# From run summaries to the paper's tables (src/offloadbench/aggregate.py). A run that left no
+# summary still gets a row (status "missing"), so `snakemake --keep-going` shows what failed.
+
+
+rule aggregate:
+    input:
+        summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        base="results/eval/base.json",
+    output:
+        multiext("results/tables/comparison", ".csv", ".md", ".tex"),
+        multiext("results/tables/relative", ".csv", ".md", ".tex"),
+    log:
+        "results/logs/aggregate/tables.log",
+    conda:
+        "../../environment.yml"
+    params:
+        spec=as_arg({"runs": RUNS, "baseline_run": config["baseline_run"], "profile": config["profile"]}),
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        "python -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs"
+        " --out {params.out} > {log} 2>&1"
