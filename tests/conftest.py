@@ -23,6 +23,25 @@ def validate(obj, schema_name: str) -> None:
     jsonschema.Draft202012Validator(schema).validate(obj)
 
 
+# A two-layer Llama for in-process tests (the tokenizer is trained on a few pydoc topics).
+SCRATCH = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
+
+
+def small_tokenizer():
+    from offloadbench.data import pydoc_topics
+    from offloadbench.model import train_tokenizer
+
+    return train_tokenizer(list(pydoc_topics().values())[:20], SCRATCH["vocab_size"])
+
+
 # A fake secret in the environment of the tiny workflow: no output may ever contain it.
 FAKE_TOKEN = "hf_offloadbenchFAKEtokenDoNotLeak0123456789"
 

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import torch
+from conftest import SCRATCH, small_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from offloadbench.data import pydoc_topics
-from offloadbench.model import build_model, train_tokenizer
-
-SCRATCH = {
-    "vocab_size": 512,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
+from offloadbench.model import build_model
 
 
 def test_tokenizer_round_trips_text_exactly(tmp_path):
-    tok = train_tokenizer(list(pydoc_topics().values())[:20], 512)
+    tok = small_tokenizer()
     tok.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     text = "def f(x):\n    return x ** 2  # naïve, ünïcode\n\n"
@@ -31,7 +21,7 @@ def test_tokenizer_round_trips_text_exactly(tmp_path):
 
 
 def test_model_is_llama_seeded_and_reloads_with_auto_classes(tmp_path):
-    tok = train_tokenizer(list(pydoc_topics().values())[:20], 512)
+    tok = small_tokenizer()
     a, b = build_model(SCRATCH, tok, seed=7), build_model(SCRATCH, tok, seed=7)
     c = build_model(SCRATCH, tok, seed=8)
     assert type(a).__name__ == "LlamaForCausalLM"

@@ -7,28 +7,18 @@ import json
 
 import pytest
 import torch
+from conftest import SCRATCH, small_tokenizer
 
 from offloadbench.config import PreflightError, check_deepspeed_config, load_config, run_spec
-from offloadbench.data import pydoc_topics
 from offloadbench.env import choose_dtype
-from offloadbench.model import build_model, train_tokenizer
+from offloadbench.model import build_model
 from offloadbench.train import count_params, load_model, offload_label
-
-SCRATCH = {
-    "vocab_size": 512,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
-    tok = train_tokenizer(list(pydoc_topics().values())[:20], 512)
+    tok = small_tokenizer()
     build_model(SCRATCH, tok, seed=1).save_pretrained(path)
     tok.save_pretrained(path)
     return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import datasets
@@ -48,6 +49,27 @@ def summary(workdir, run):
 
 def metrics(workdir, run):
     return read_jsonl(workdir / "results" / "runs" / run / "metrics.jsonl")
+
+
+def tiny_spec(workdir, run: str, **training) -> dict:
+    """The resolved spec of a tiny-profile run, pointed at the workflow's base model."""
+    from offloadbench.config import run_spec
+
+    spec = run_spec(CONFIG, run)
+    spec["model"]["path"] = str(workdir / "results" / "models" / "tiny-test-llama")
+    spec["training"].update(training)
+    return spec
+
+
+def train_command(workdir, spec: dict, out) -> list[str]:
+    """The command the train rule runs for this spec: torchrun for DeepSpeed runs, else python."""
+    import sys
+
+    launcher = [sys.executable]
+    if spec["deepspeed"]:
+        launcher = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "1"]
+    data = workdir / "results" / "data" / "pydoc-topics"
+    return [*launcher, "-m", "offloadbench.train", "--spec", json.dumps(spec), "--data", str(data), "--out", str(out)]
 
 
 def test_every_output_matches_its_schema(tiny_workflow):
@@ -182,27 +204,13 @@ def test_adapter_trained_merges_and_reproduces_eval_loss(tiny_workflow, run):
 def test_same_seed_repeats_the_loss_curve(tiny_workflow, tmp_path):
     """Determinism on CPU: training the lora run again gives the identical curve."""
     import subprocess
-    import sys
 
-    from offloadbench.config import run_spec
-
-    spec = run_spec(CONFIG, "lora")
-    spec["model"]["path"] = str(tiny_workflow / "results" / "models" / "tiny-test-llama")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "offloadbench.train",
-            "--spec",
-            json.dumps(spec),
-            "--data",
-            str(tiny_workflow / "results" / "data" / "pydoc-topics"),
-            "--out",
-            str(tmp_path),
-        ],
+        train_command(tiny_workflow, tiny_spec(tiny_workflow, "lora"), tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},  # as the rule ran it (threads = --cores 2)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = [r["loss"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
@@ -234,9 +242,6 @@ def test_no_output_contains_the_token_from_the_environment(tiny_workflow):
 def test_a_run_that_fails_is_recorded_and_the_job_succeeds(tiny_workflow, tmp_path):
     """An error while training gives status failed in summary.json, and exit 0 so the workflow goes on."""
     import subprocess
-    import sys
-
-    from offloadbench.config import run_spec
 
     broken = tmp_path / "broken.json"
     broken.write_text(
@@ -248,29 +253,10 @@ def test_a_run_that_fails_is_recorded_and_the_job_succeeds(tiny_workflow, tmp_pa
             }
         )
     )
-    spec = run_spec(CONFIG, "zero3")
+    spec = tiny_spec(tiny_workflow, "zero3")
     spec.update(run="broken", deepspeed=str(broken))
-    spec["model"]["path"] = str(tiny_workflow / "results" / "models" / "tiny-test-llama")
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "torchrun"),
-            "--standalone",
-            "--nproc_per_node",
-            "1",
-            "-m",
-            "offloadbench.train",
-            "--spec",
-            json.dumps(spec),
-            "--data",
-            str(tiny_workflow / "results" / "data" / "pydoc-topics"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = subprocess.run(train_command(tiny_workflow, spec, out), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     failed = json.loads((out / "summary.json").read_text())
     validate(failed, "summary.schema.json")
@@ -302,39 +288,17 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches(tiny_workflow, tmp
     """SIGKILL a real training process after a checkpoint, start it again: it resumes there, and
     the finished run matches an uninterrupted one."""
     import contextlib
-    import os
     import signal
     import subprocess
-    import sys
     import time
 
     import psutil
 
-    from offloadbench.config import run_spec
-
-    spec = run_spec(CONFIG, run)
-    spec["model"]["path"] = str(tiny_workflow / "results" / "models" / "tiny-test-llama")
-    spec["training"].update(max_steps=24, save_steps=4)
-    launcher = (
-        [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "1"]
-        if spec["deepspeed"]
-        else [sys.executable]
-    )
+    spec = tiny_spec(tiny_workflow, run, max_steps=24, save_steps=4)
 
     def start(out):
-        cmd = [
-            *launcher,
-            "-m",
-            "offloadbench.train",
-            "--spec",
-            json.dumps(spec),
-            "--data",
-            str(tiny_workflow / "results" / "data" / "pydoc-topics"),
-            "--out",
-            str(out),
-        ]
         return subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+            train_command(tiny_workflow, spec, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
 
     straight = start(tmp_path / "straight")
