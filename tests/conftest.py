@@ -64,5 +64,39 @@ def tiny_workflow(tmp_path_factory) -> Path:
     return workdir
 
 
+GIB = 2**30
+
+
+def write_run(runs_dir, run, **overrides):
+    """A synthetic run folder: summary.json (a LoRA run on a GPU unless overridden) and metrics."""
+    summary = {
+        "run": run,
+        "method": "lora",
+        "offload": "none",
+        "dtype": "bf16",
+        "device": "cuda",
+        "status": "ok",
+        "params_total": 8_030_000_000,
+        "params_trainable": 3_407_872,
+        "gpu_allocated_peak_bytes": 18 * GIB,
+        "gpu_reserved_peak_bytes": 20 * GIB,
+        "gpu_nvml_used_peak_bytes": 21 * GIB,
+        "host_rss_peak_bytes": 4 * GIB,
+        "nvme_bytes_written": None,
+        "tokens_per_s": 2000.0,
+        "wall_s": 300.0,
+        "train_loss_final": 1.9,
+        "eval_loss": 2.0,
+        "eval_ppl": 7.389,
+        "checkpoint_bytes": 13 * 2**20,
+    }
+    summary.update(overrides)
+    (runs_dir / run).mkdir(parents=True)
+    (runs_dir / run / "summary.json").write_text(json.dumps(summary))
+    (runs_dir / run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i, "step_time_s": t}) + "\n" for i, t in enumerate([1.0, 3.0], 1))
+    )
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

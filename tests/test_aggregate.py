@@ -6,40 +6,9 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import GIB, validate, write_run
 
 from offloadbench.aggregate import comparison, main, relative, to_latex, to_markdown
-
-GIB = 2**30
-
-
-def write_run(runs_dir, run, **overrides):
-    summary = {
-        "run": run,
-        "method": "lora",
-        "offload": "none",
-        "dtype": "bf16",
-        "device": "cuda",
-        "status": "ok",
-        "params_total": 8_030_000_000,
-        "params_trainable": 3_407_872,
-        "gpu_allocated_peak_bytes": 18 * GIB,
-        "gpu_reserved_peak_bytes": 20 * GIB,
-        "gpu_nvml_used_peak_bytes": 21 * GIB,
-        "host_rss_peak_bytes": 4 * GIB,
-        "nvme_bytes_written": None,
-        "tokens_per_s": 2000.0,
-        "wall_s": 300.0,
-        "train_loss_final": 1.9,
-        "eval_loss": 2.0,
-        "eval_ppl": 7.389,
-        "checkpoint_bytes": 13 * 2**20,
-    }
-    summary.update(overrides)
-    (runs_dir / run).mkdir(parents=True)
-    (runs_dir / run / "summary.json").write_text(json.dumps(summary))
-    (runs_dir / run / "metrics.jsonl").write_text(
-        "".join(json.dumps({"step": i, "step_time_s": t}) + "\n" for i, t in enumerate([1.0, 3.0], 1))
-    )
 
 
 @pytest.fixture
@@ -107,4 +76,7 @@ def test_main_writes_all_six_files(runs_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{stem}.{ext}" for stem in ("comparison", "relative") for ext in ("csv", "md", "tex")
     )
-    assert pd.read_csv(out / "comparison.csv").shape[0] == 3
+    table = pd.read_csv(out / "comparison.csv")
+    assert table.shape[0] == 3
+    for row in table.astype(object).where(table.notna(), None).to_dict("records"):
+        validate(row, "comparison_row.schema.json")

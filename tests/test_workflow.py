@@ -228,10 +228,23 @@ def test_tables_have_a_row_per_run(tiny_workflow):
 
     table = pd.read_csv(tiny_workflow / "results" / "tables" / "comparison.csv")
     assert list(table["run"]) == RUNS and set(table["status"]) == {"ok"}
+    for row in table.astype(object).where(table.notna(), None).to_dict("records"):
+        validate(row, "comparison_row.schema.json")
     relative = pd.read_csv(tiny_workflow / "results" / "tables" / "relative.csv").set_index("run")
     assert relative.loc[CONFIG["baseline_run"], "slowdown (x)"] == pytest.approx(1.0)
     base = json.loads((tiny_workflow / "results" / "eval" / "base.json").read_text())
     assert all(summary(tiny_workflow, run)["eval_loss"] < base["eval_loss"] for run in RUNS), "fine-tuning did not help"
+
+
+def test_claims_are_checked_and_gpu_claims_are_not_applicable_on_cpu(tiny_workflow):
+    claims = json.loads((tiny_workflow / "results" / "claims.json").read_text())
+    validate(claims, "claims.schema.json")
+    verdicts = {c["id"]: c for c in claims["claims"]}
+    assert verdicts["C1"]["verdict"] == "N/A" and "CPU" in verdicts["C1"]["reason"]
+    assert verdicts["C3"]["verdict"] == "N/A"
+    assert verdicts["C2"]["verdict"] in ("PASS", "FAIL") and verdicts["C2"]["numbers"]
+    assert verdicts["C5"]["verdict"] == "PASS"
+    assert (tiny_workflow / "results" / "claims.md").read_text().startswith("# Claims (tiny profile)")
 
 
 def test_no_output_contains_the_token_from_the_environment(tiny_workflow):

@@ -19,3 +19,23 @@ rule aggregate:
     shell:
         "python -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs"
         " --out {params.out} > {log} 2>&1"
+
+
+rule claims:
+    input:
+        summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        base="results/eval/base.json",
+        claims=os.path.join(workflow.basedir, "configs", "claims.yaml"),
+    output:
+        json="results/claims.json",
+        md="results/claims.md",
+    log:
+        "results/logs/claims/claims.log",
+    conda:
+        "../../environment.yml"
+    params:
+        profile=config["profile"],
+        runs=" ".join(RUNS),
+    shell:
+        "python -m offloadbench.claims --claims {input.claims} --runs-dir results/runs --base {input.base}"
+        " --profile {params.profile} --runs {params.runs} --out {output.json} > {log} 2>&1"

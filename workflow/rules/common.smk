@@ -84,4 +84,6 @@ def all_outputs():
         "results/eval/base.json",
         *multiext("results/tables/comparison", ".csv", ".md", ".tex"),
         *multiext("results/tables/relative", ".csv", ".md", ".tex"),
+        "results/claims.json",
+        "results/claims.md",
     ]

@@ -1,0 +1,162 @@
+"""Check the paper's claims (configs/claims.yaml) against the run summaries.
+
+    python -m offloadbench.claims --claims configs/claims.yaml --runs-dir results/runs \
+        --base results/eval/base.json --profile default --out results/claims.json
+
+Each claim gets PASS, FAIL or N/A and the numbers it used (workflow/schemas/claims.schema.json);
+results/claims.md says the same for a reader. N/A is for claims these runs cannot test: accelerator
+memory on runs without an accelerator, runs the profile does not have, runs that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import read_yaml
+from .io import write_json, write_text
+
+GPU_METRICS = ("gpu_allocated_peak_bytes", "gpu_reserved_peak_bytes", "gpu_nvml_used_peak_bytes")
+
+
+def _load(runs_dir: Path, runs: list[str]) -> dict[str, dict | None]:
+    out = {}
+    for run in runs:
+        path = runs_dir / run / "summary.json"
+        out[run] = json.loads(path.read_text()) if path.is_file() else None
+    return out
+
+
+def _unavailable(summaries: dict[str, dict | None], need_ok: bool = True) -> str | None:
+    """Why these runs cannot test a claim, or None if they can."""
+    missing = [r for r, s in summaries.items() if s is None]
+    if missing:
+        return f"no results for {', '.join(missing)} (not in this profile, or not run)"
+    if need_ok:
+        failed = [f"{r} ({s['status']})" for r, s in summaries.items() if s["status"] != "ok"]
+        if failed:
+            return f"did not finish: {', '.join(failed)}"
+    return None
+
+
+def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
+    """`run`'s metrics at most factor x each reference's. A reference that ran out of accelerator
+    memory needed more than the accelerator has, which satisfies a memory comparison."""
+    summaries = _load(runs_dir, [claim["run"], *claim["against"]])
+    if why := _unavailable(summaries, need_ok=False):
+        return "N/A", why, {}
+    memory_only = all(m in GPU_METRICS for m in claim["metrics"])
+    if any(m in GPU_METRICS for m in claim["metrics"]):
+        cpu = [r for r, s in summaries.items() if s["device"] != "cuda"]
+        if cpu:
+            return "N/A", f"no accelerator memory was measured: {', '.join(cpu)} ran on the CPU", {}
+    usable = {claim["run"]: summaries[claim["run"]]}
+    oom_refs = [r for r in claim["against"] if summaries[r]["status"] == "oom" and memory_only]
+    usable.update({r: summaries[r] for r in claim["against"] if r not in oom_refs})
+    if why := _unavailable(usable):
+        return "N/A", why, {}
+    numbers, failures = {}, []
+    for metric in claim["metrics"]:
+        mine = summaries[claim["run"]].get(metric)
+        for other in claim["against"]:
+            if other in oom_refs:
+                numbers[f"{metric}: {claim['run']} / {other}"] = {claim["run"]: mine, other: "oom"}
+                continue
+            ref = summaries[other].get(metric)
+            if mine is None or ref is None:
+                return "N/A", f"{metric} was not recorded for {claim['run']} or {other}", numbers
+            ratio = mine / ref if ref else float("inf")
+            numbers[f"{metric}: {claim['run']} / {other}"] = {claim["run"]: mine, other: ref, "ratio": ratio}
+            if ratio > claim["factor"]:
+                failures.append(f"{metric} of {claim['run']} is {ratio:.2f}x {other}'s")
+    limit = f"at most {claim['factor']}x"
+    if failures:
+        return "FAIL", f"needs {limit}; " + "; ".join(failures), numbers
+    oom_note = f" ({', '.join(oom_refs)} ran out of accelerator memory)" if oom_refs else ""
+    return "PASS", f"every ratio is {limit}{oom_note}", numbers
+
+
+def check_oom_vs_ok(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
+    summaries = _load(runs_dir, [claim["run"], *claim["against"]])
+    if why := _unavailable(summaries, need_ok=False):
+        return "N/A", why, {}
+    cpu = [r for r, s in summaries.items() if s["device"] != "cuda"]
+    if cpu:
+        return "N/A", f"whether it fits an accelerator cannot be measured: {', '.join(cpu)} ran on the CPU", {}
+    numbers = {r: s["status"] for r, s in summaries.items()}
+    mine = summaries[claim["run"]]["status"]
+    ooms = [r for r in claim["against"] if summaries[r]["status"] == "oom"]
+    if mine == "ok" and len(ooms) == len(claim["against"]):
+        return "PASS", f"{claim['run']} finished while {', '.join(ooms)} ran out of memory", numbers
+    return "FAIL", f"{claim['run']}: {mine}; " + ", ".join(f"{r}: {numbers[r]}" for r in claim["against"]), numbers
+
+
+def check_below_base(claim: dict, runs_dir: Path, base: dict | None, all_runs: list[str]) -> tuple[str, str, dict]:
+    if base is None:
+        return "N/A", "the base model was not evaluated", {}
+    runs = all_runs if claim["runs"] == "all" else claim["runs"]
+    summaries = _load(runs_dir, runs)
+    if why := _unavailable(summaries):
+        return "N/A", why, {}
+    metric = claim["metric"]
+    numbers = {"base": base[metric], **{r: s[metric] for r, s in summaries.items()}}
+    worse = [r for r, s in summaries.items() if not s[metric] < base[metric]]
+    if worse:
+        return "FAIL", f"{metric} not below the base model's ({base[metric]:.4g}) for {', '.join(worse)}", numbers
+    return "PASS", f"every run's {metric} is below the base model's ({base[metric]:.4g})", numbers
+
+
+def check_claims(claims: list[dict], runs_dir: Path, base: dict | None, all_runs: list[str]) -> list[dict]:
+    results = []
+    for claim in claims:
+        if claim["check"] == "at_most":
+            verdict, reason, numbers = check_at_most(claim, runs_dir)
+        elif claim["check"] == "oom_vs_ok":
+            verdict, reason, numbers = check_oom_vs_ok(claim, runs_dir)
+        elif claim["check"] == "below_base":
+            verdict, reason, numbers = check_below_base(claim, runs_dir, base, all_runs)
+        else:
+            raise ValueError(f"claim {claim['id']}: unknown check {claim['check']!r}")
+        runs = claim.get("runs") if claim["check"] == "below_base" else [claim["run"], *claim["against"]]
+        results.append(
+            {
+                "id": claim["id"],
+                "statement": claim["statement"],
+                "verdict": verdict,
+                "reason": reason,
+                "runs": all_runs if runs == "all" else runs,
+                "numbers": numbers,
+            }
+        )
+    return results
+
+
+def to_markdown(profile: str, results: list[dict]) -> str:
+    lines = [f"# Claims ({profile} profile)", "", "| claim | verdict | statement | why |", "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['id']} | **{r['verdict']}** | {r['statement']} | {r['reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m offloadbench.claims", description=__doc__.split("\n")[0])
+    parser.add_argument("--claims", type=Path, required=True)
+    parser.add_argument("--runs-dir", type=Path, default=Path("results/runs"))
+    parser.add_argument("--base", type=Path, required=True)
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--runs", nargs="+", required=True, help="every run of the profile")
+    parser.add_argument("--out", type=Path, required=True, help="claims.json; claims.md is written beside it")
+    args = parser.parse_args(argv)
+    base = json.loads(args.base.read_text()) if args.base.is_file() else None
+    results = check_claims(read_yaml(args.claims)["claims"], args.runs_dir, base, args.runs)
+    write_json(args.out, {"profile": args.profile, "claims": results})
+    markdown = to_markdown(args.profile, results)
+    write_text(args.out.with_suffix(".md"), markdown)
+    print(markdown, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

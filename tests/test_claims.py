@@ -1,0 +1,127 @@
+"""Claims: PASS, FAIL and N/A from run summaries, never a GPU verdict without a GPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import GIB, REPO, validate, write_run
+
+from offloadbench.claims import check_claims, main
+
+CLAIMS = yaml.safe_load((REPO / "configs" / "claims.yaml").read_text())["claims"]
+BY_ID = {c["id"]: c for c in CLAIMS}
+RUNS = ["full", "lora", "qlora", "qlora_offload", "zero3_offload_cpu", "zero3_offload_nvme"]
+BASE = {"eval_loss": 3.0, "eval_ppl": 20.0}
+
+
+def gpu_runs(tmp_path, **per_run):
+    """A paper-like set of GPU runs; per_run overrides fields of single runs."""
+    defaults = {
+        "full": {"method": "full", "status": "oom", "gpu_allocated_peak_bytes": 79 * GIB, "eval_ppl": None},
+        "lora": {"gpu_allocated_peak_bytes": 18 * GIB, "tokens_per_s": 2000.0, "eval_ppl": 8.0},
+        "qlora": {"method": "qlora", "gpu_allocated_peak_bytes": 7 * GIB, "tokens_per_s": 1500.0, "eval_ppl": 8.2},
+        "qlora_offload": {
+            "method": "qlora",
+            "gpu_allocated_peak_bytes": 4 * GIB,
+            "gpu_nvml_used_peak_bytes": 5 * GIB,
+            "tokens_per_s": 900.0,
+            "eval_ppl": 8.2,
+        },
+        "zero3_offload_cpu": {
+            "method": "full",
+            "gpu_allocated_peak_bytes": 12 * GIB,
+            "host_rss_peak_bytes": 150 * GIB,
+            "tokens_per_s": 300.0,
+            "eval_ppl": 7.5,
+        },
+        "zero3_offload_nvme": {
+            "method": "full",
+            "host_rss_peak_bytes": 40 * GIB,
+            "tokens_per_s": 120.0,
+            "eval_ppl": 7.5,
+        },
+    }
+    for run, fields in defaults.items():
+        write_run(tmp_path, run, **{**fields, **per_run.get(run, {})})
+    return tmp_path
+
+
+def verdicts(runs_dir, base=BASE, runs=RUNS):
+    return {r["id"]: r for r in check_claims(CLAIMS, runs_dir, base, runs)}
+
+
+def test_paper_like_gpu_results_pass_every_claim_but_c5_for_the_oom_run(tmp_path):
+    results = verdicts(gpu_runs(tmp_path))
+    assert {k: v["verdict"] for k, v in results.items()} == {
+        "C1": "PASS",
+        "C2": "PASS",
+        "C3": "PASS",
+        "C4": "PASS",
+        "C5": "N/A",
+    }
+    assert "full (oom)" in results["C5"]["reason"]
+    c1 = results["C1"]["numbers"]
+    assert c1["gpu_allocated_peak_bytes: qlora_offload / lora"]["ratio"] == pytest.approx(4 / 18)
+    assert c1["gpu_allocated_peak_bytes: qlora_offload / full"]["full"] == "oom"
+    assert "full ran out of accelerator memory" in results["C1"]["reason"]
+
+
+def test_c5_passes_when_every_finished_run_beats_the_base(tmp_path):
+    results = verdicts(gpu_runs(tmp_path), runs=[r for r in RUNS if r != "full"])
+    assert results["C5"]["verdict"] == "PASS"
+    assert results["C5"]["numbers"]["base"] == 20.0
+
+
+def test_failures_are_reported_with_the_offending_numbers(tmp_path):
+    runs_dir = gpu_runs(
+        tmp_path,
+        qlora_offload={"gpu_allocated_peak_bytes": 12 * GIB, "tokens_per_s": 1490.0},
+        full={"status": "ok", "eval_ppl": 25.0},
+    )
+    results = verdicts(runs_dir)
+    assert results["C1"]["verdict"] == "FAIL" and "0.67x lora" in results["C1"]["reason"]
+    assert results["C2"]["verdict"] == "FAIL"
+    assert results["C3"]["verdict"] == "FAIL" and "full: ok" in results["C3"]["reason"]
+    assert results["C5"]["verdict"] == "FAIL" and "full" in results["C5"]["reason"]
+
+
+def test_gpu_claims_on_cpu_runs_are_not_applicable_never_faked(tmp_path):
+    runs_dir = gpu_runs(tmp_path, **{r: {"device": "cpu", "gpu_allocated_peak_bytes": None} for r in RUNS})
+    results = verdicts(runs_dir)
+    assert results["C1"]["verdict"] == "N/A" and "CPU" in results["C1"]["reason"]
+    assert results["C3"]["verdict"] == "N/A"
+    assert results["C2"]["verdict"] == "PASS", "speed is measurable on a CPU"
+
+
+def test_missing_runs_and_base_make_claims_not_applicable(tmp_path):
+    write_run(tmp_path, "lora")
+    results = verdicts(tmp_path, base=None, runs=["lora"])
+    assert all(r["verdict"] == "N/A" for r in results.values())
+    assert "qlora_offload" in results["C1"]["reason"] and "base model" in results["C5"]["reason"]
+
+
+def test_main_writes_json_matching_the_schema_and_markdown(tmp_path):
+    runs_dir = gpu_runs(tmp_path / "runs")
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(BASE))
+    out = tmp_path / "claims.json"
+    args = [
+        "--claims",
+        str(REPO / "configs" / "claims.yaml"),
+        "--runs-dir",
+        str(runs_dir),
+        "--base",
+        str(base),
+        "--profile",
+        "paper",
+        "--runs",
+        *RUNS,
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    validate(json.loads(out.read_text()), "claims.schema.json")
+    md = (tmp_path / "claims.md").read_text()
+    assert md.count("| C") == len(CLAIMS) and "**PASS**" in md
