@@ -29,12 +29,16 @@ def prepare_process() -> None:
     - This interpreter's bin folder goes first on PATH: torch builds DeepSpeed's ops with the
       first `ninja` on PATH, and ninja versions do not share build logs, so a job that found
       another ninja than the setup step would rebuild every op.
+    - The ops are cached inside the environment (<venv>/torch_extensions) unless
+      TORCH_EXTENSIONS_DIR says otherwise: torch's shared default cache is keyed by op name only,
+      so two checkouts with their own environments would rebuild each other's ops every run.
     - Without CUDA, DeepSpeed must be told to use its CPU accelerator (it picks one at import).
     """
     import torch
 
     bin_dir = os.path.dirname(sys.executable)
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 

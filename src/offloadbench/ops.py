@@ -4,9 +4,9 @@
 
 DeepSpeed compiles its ops just in time on first use: cpu_adam (~60 s here), the CPU
 accelerator's shared-memory communication op (~35 s) and async_io for NVMe offload (~220 s, needs
-libaio-dev). Built here, in `make run`/`make test`'s setup, they land in torch's extension cache
-(TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) that every later run and a fresh clone on
-the same machine reuse, so no training job, test or timing includes a compiler run.
+libaio-dev). Built here, in `make run`/`make test`'s setup, they land in the environment's own
+extension cache (<venv>/torch_extensions, or TORCH_EXTENSIONS_DIR) that every later job reuses, so
+no training job, test or timing includes a compiler run.
 """
 
 from __future__ import annotations
