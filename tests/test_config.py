@@ -77,6 +77,28 @@ BAD = {
         },
         ["run z", "nvme_dir"],
     ),
+    "nvme folder not writable": (  # below a file: even root cannot create it
+        {
+            "runs": [
+                {
+                    "name": "z",
+                    "method": "full",
+                    "deepspeed": "configs/deepspeed/zero3_offload_nvme.json",
+                    "nvme_dir": str(REPO / "README.md" / "swap"),
+                }
+            ],
+            "baseline_run": "z",
+        },
+        ["run z", "nvme_dir", "README.md/swap", "not writable"],
+    ),
+    "unknown lr scheduler": ({"training": {"lr_scheduler": "onecycle"}}, ["training.lr_scheduler"]),
+    "lora dropout above one": ({"lora": {"dropout": 1.5}}, ["lora.dropout"]),
+    "unknown quantization type": ({"quantization": {"quant_type": "int3"}}, ["quantization.quant_type"]),
+    "validation share of half": ({"dataset": {"validation_fraction": 0.5}}, ["dataset.validation_fraction"]),
+    "zero world size": (
+        {"runs": [{"name": "a", "method": "lora", "world_size": 0}], "baseline_run": "a"},
+        ["runs.0.world_size"],
+    ),
     "paged optimizer under deepspeed": (
         {
             "runs": [

@@ -115,5 +115,5 @@ def test_offload_labels_come_from_the_deepspeed_config_and_switches():
 def test_dtype_follows_the_hardware_and_refuses_what_it_lacks():
     assert choose_dtype("auto") == ("cpu", "fp32")  # no GPU on the test machines
     assert choose_dtype("bf16") == ("cpu", "bf16")
-    with pytest.raises(ValueError, match="training.dtype.*fp16"):
+    with pytest.raises(PreflightError, match="training.dtype.*fp16"):
         choose_dtype("fp16")

@@ -211,11 +211,22 @@ def check_deepspeed_config(ds: dict, spec: dict, path: str | Path) -> None:
         device = (zero.get(section) or {}).get("device", "none")
         if device == "nvme" and not spec.get("nvme_dir"):
             raise PreflightError(f"run {spec['run']}: {path} offloads {section} to nvme; set nvme_dir in the run")
+        if device == "nvme":
+            check_writable(Path(spec["nvme_dir"]), f"run {spec['run']}: nvme_dir")
     if tr["optimizer"].startswith("paged_"):
         raise PreflightError(
             f"run {spec['run']}: training.optimizer={tr['optimizer']} cannot be combined with "
             "deepspeed, which owns the optimizer (use offload_optimizer in the DeepSpeed config instead)"
         )
+
+
+def check_writable(path: Path, what: str) -> None:
+    """``path`` can be created or written: its nearest existing ancestor is a writable folder."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PreflightError(f"{what}: {path} is not writable ({existing} is not a writable folder)")
 
 
 def _resolve(defaults: dict, override: dict | None) -> dict:

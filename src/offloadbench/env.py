@@ -114,6 +114,8 @@ def choose_dtype(requested: str) -> tuple[str, str]:
     """
     import torch
 
+    from .config import PreflightError
+
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     if requested == "auto":
@@ -121,12 +123,14 @@ def choose_dtype(requested: str) -> tuple[str, str]:
             return device, "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return device, "fp32"
     if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise ValueError(
+        raise PreflightError(
             f"config key training.dtype: bf16 requested but {torch.cuda.get_device_name(0)} has no bf16 support; "
             "use auto or fp16"
         )
     if requested == "fp16" and not cuda:
-        raise ValueError("config key training.dtype: fp16 mixed precision needs a CUDA GPU; use auto or fp32 on CPU")
+        raise PreflightError(
+            "config key training.dtype: fp16 mixed precision needs a CUDA GPU; use auto or fp32 on CPU"
+        )
     return device, requested
 
 
