@@ -142,7 +142,7 @@ def check_config(config: dict, root: str | Path = ".") -> None:
         f"{config['baseline_run']!r} is not a run name; choose one of {', '.join(names)}",
     )
     for i, run in enumerate(config["runs"]):
-        check_run(run_spec(config, run["name"]), f"runs[{i}] ({run['name']})", root)
+        check_run(run_spec(config, run["name"]), f"runs[{i}] ({run['name']})")
 
 
 def datasets(config: dict) -> dict[str, dict]:
@@ -154,7 +154,7 @@ def datasets(config: dict) -> dict[str, dict]:
     return out
 
 
-def check_run(spec: dict, where: str, root: Path) -> None:
+def check_run(spec: dict, where: str) -> None:
     """Checks of one resolved run spec (method, optimizer, offload engine)."""
     tr = spec["training"]
     _need(
@@ -238,7 +238,11 @@ def run_spec(config: dict, name: str) -> dict:
     matches = [r for r in config["runs"] if r["name"] == name]
     if not matches:
         raise ConfigError(f"no run named {name!r} in config key runs")
-    run = matches[0]
+    return _spec(config, matches[0])
+
+
+def _spec(config: dict, run: dict) -> dict:
+    """A job's spec from a run entry (the shape of `runs:` items) and the profile's defaults."""
     return {
         "run": run["name"],
         "method": run["method"],
@@ -256,11 +260,11 @@ def run_spec(config: dict, name: str) -> dict:
 
 
 def pretrain_spec(config: dict) -> dict:
-    """The short pretraining of a scratch model: a full-model run on the training split."""
+    """The short pretraining of a scratch model: a full-model run on its pretraining corpus."""
     pre = config["model"]["pretrain"]
     ds = pre["dataset"]
+    name = config["model"]["name"]
     training = {
-        **config["training"],
         "max_steps": pre["steps"],
         "micro_batch_size": pre["micro_batch_size"],
         "gradient_accumulation_steps": 1,
@@ -276,17 +280,8 @@ def pretrain_spec(config: dict) -> dict:
         "activation_offload": False,
         "eval_max_blocks": ds.get("max_validation_blocks"),
     }
-    name = config["model"]["name"]
     return {
-        "run": f"pretrain-{name}",
-        "method": "full",
-        "deepspeed": None,
-        "nvme_dir": None,
-        "world_size": 1,
-        "seed": config["seed"],
-        "training": training,
-        "lora": config["lora"],
-        "quantization": config["quantization"],
+        **_spec(config, {"name": f"pretrain-{name}", "method": "full", "training": training}),
         "model": {"path": f"results/models/{name}-init", "revision": None, "name": f"{name}-init"},
         "dataset": ds["name"],
         "trust_remote_code": False,
@@ -295,20 +290,7 @@ def pretrain_spec(config: dict) -> dict:
 
 def base_eval_spec(config: dict) -> dict:
     """Evaluating the untrained base model: the defaults of `training` (dtype, batch, eval blocks)."""
-    return {
-        "run": "base",
-        "method": "full",
-        "deepspeed": None,
-        "nvme_dir": None,
-        "world_size": 1,
-        "seed": config["seed"],
-        "training": config["training"],
-        "lora": config["lora"],
-        "quantization": config["quantization"],
-        "model": model_ref(config),
-        "dataset": config["dataset"]["name"],
-        "trust_remote_code": config["model"]["trust_remote_code"],
-    }
+    return _spec(config, {"name": "base", "method": "full"})
 
 
 def repo_path(path: str | None) -> str | None:

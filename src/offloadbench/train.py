@@ -181,7 +181,7 @@ def count_params(model) -> tuple[int, int]:
     return total, trainable
 
 
-def make_trainer(spec, model, data, args, recorder, activation_offload: bool, cuda: bool):
+def make_trainer(model, data, args, recorder, activation_offload: bool, cuda: bool):
     from transformers import Trainer, default_data_collator
 
     class OffloadTrainer(Trainer):
@@ -336,7 +336,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     sampler = MemorySampler().start()
     tokens_per_step = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size * block
     recorder = MetricsRecorder(partial, tokens_per_step, sampler, is_main)
-    trainer = make_trainer(spec, model, data, args, recorder, tr["activation_offload"], device == "cuda")
+    trainer = make_trainer(model, data, args, recorder, tr["activation_offload"], device == "cuda")
     optimizer_fallback = None
     with phase("train"), _capture_warnings() as caught:
         trainer.train(resume_from_checkpoint=resume)
