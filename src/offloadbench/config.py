@@ -167,6 +167,12 @@ def check_run(spec: dict, where: str) -> None:
         f"{where}.training.save_steps",
         f"{tr['save_steps']} exceeds max_steps={tr['max_steps']}: no checkpoint would be written before the end",
     )
+    _need(
+        spec["world_size"] % spec["num_nodes"] == 0,
+        f"{where}.world_size",
+        f"{spec['world_size']} is not a multiple of num_nodes={spec['num_nodes']}: every node runs "
+        "world_size / num_nodes processes",
+    )
     read_deepspeed_config(spec)
 
 
@@ -249,6 +255,7 @@ def _spec(config: dict, run: dict) -> dict:
         "deepspeed": repo_path(run.get("deepspeed")),
         "nvme_dir": run.get("nvme_dir"),
         "world_size": run.get("world_size", 1),
+        "num_nodes": run.get("num_nodes", 1),
         "seed": config["seed"],
         "training": _resolve(config["training"], run.get("training")),
         "lora": _resolve(config["lora"], run.get("lora")),

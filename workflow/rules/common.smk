@@ -7,6 +7,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from offloadbench.launch import launcher_command
 from offloadbench.config import (
     ConfigError,
     base_eval_spec,
@@ -71,10 +72,7 @@ def tokenizer_arg(wildcards, input):
 
 def launcher(run):
     """Single process, or torchrun (one process per rank) for DeepSpeed and multi-process runs."""
-    spec = run_spec(config, run)
-    if spec["deepspeed"] or spec["world_size"] > 1:
-        return f"torchrun --standalone --nproc_per_node {spec['world_size']}"
-    return "python"
+    return launcher_command(run_spec(config, run))
 
 
 def all_outputs():
