@@ -113,7 +113,79 @@ BAD = {
         },
         ["run z", "paged_adamw_8bit", "owns the optimizer"],
     ),
+    "warm-up as long as the run": ({"training": {"warmup_steps": 40}}, ["training.warmup_steps", "max_steps"]),
+    "nodes do not divide the processes": (
+        {"runs": [{"name": "a", "method": "full", "world_size": 3, "num_nodes": 2}], "baseline_run": "a"},
+        ["world_size", "num_nodes=2"],
+    ),
+    "nvme folder for a run that offloads nothing to nvme": (  # would be silently ignored
+        {"runs": [{"name": "a", "method": "full", "nvme_dir": "results/nvme/a"}], "baseline_run": "a"},
+        ["runs[0] (a).nvme_dir", "offloads nothing to NVMe"],
+    ),
+    "evaluation smaller than one batch": (
+        {"training": {"eval_max_blocks": 2}},
+        ["training.eval_max_blocks", "micro_batch_size=4"],
+    ),
+    "hub model without a pinned revision": (
+        {"model": {"source": "hub", "hub": {"id": "meta-llama/Llama-3.1-8B"}}},
+        ["model.hub", "revision"],
+    ),
+    "claims file missing": ({"claims": "configs/no-claims.yaml"}, ["claims file", "no-claims.yaml", "does not exist"]),
 }
+
+
+def _files_case(tmp_path, name: str) -> dict:
+    """Cases that need a file on disk: the override refers to files written under tmp_path."""
+    if name == "empty corpus":
+        (tmp_path / "train.txt").write_text("")
+        (tmp_path / "valid.txt").write_text("some text\n")
+        files = {"format": "text", "train": str(tmp_path / "train.txt"), "validation": str(tmp_path / "valid.txt")}
+        return {"dataset": {"source": "files", "files": files}}
+    if name == "model folder without weights":
+        model = tmp_path / "my-model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        (model / "pytorch_model.bin").write_bytes(b"pickle")  # never loaded: pickles can run code
+        return {"model": {"source": "hub", "hub": {"id": str(model), "revision": "main"}}}
+    if name.startswith("deepspeed"):
+        ds = tmp_path / "ds.json"
+        if name == "deepspeed config that is not JSON":
+            ds.write_text('{"zero_optimization": {"stage": 3,}}')
+        elif name == "deepspeed parameter offload below stage 3":
+            ds.write_text('{"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}}')
+        else:  # contradicting batch keys
+            ds.write_text('{"train_batch_size": 16, "zero_optimization": {"stage": 3}}')
+        return {"runs": [{"name": "z", "method": "full", "deepspeed": str(ds)}], "baseline_run": "z"}
+    claims = tmp_path / "claims.yaml"
+    if name == "claim with an unknown check":
+        claims.write_text("claims:\n  - {id: C1, statement: s, check: at_least, run: a, against: [b]}\n")
+    elif name == "claim on a metric the summary lacks":
+        text = "{id: C1, statement: s, check: at_most, run: a, against: [b], metrics: [tokens_per_sec], factor: 1}"
+        claims.write_text(f"claims:\n  - {text}\n")
+    return {"claims": str(claims)}
+
+
+FILE_CASES = {
+    "empty corpus": ["dataset.files.train", "train.txt", "is empty"],
+    "model folder without weights": ["model.hub.id", "my-model", "safetensors", "pytorch_model.bin"],
+    "deepspeed config that is not JSON": ["run z", "ds.json", "not valid JSON", "line 1"],
+    "deepspeed parameter offload below stage 3": ["run z", "ds.json", "offload_param", "stage 3"],
+    "deepspeed batch keys contradict the run": ["run z", "train_batch_size=16", "train_batch_size=8", '"auto"'],
+    "claim with an unknown check": ["claims file", "claims.0", "at_least"],
+    "claim on a metric the summary lacks": ["claims file", "C1", "tokens_per_sec", "tokens_per_s"],
+}
+
+
+def test_the_bad_input_catalogue_has_at_least_30_cases():
+    assert len(BAD) + len(FILE_CASES) >= 30
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_bad_input_file_is_rejected_naming_the_file(case, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=_files_case(tmp_path, case))
+    for word in FILE_CASES[case]:
+        assert word in str(err.value), f"{case}: {word!r} not in {err.value}"
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

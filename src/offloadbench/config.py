@@ -102,9 +102,12 @@ def check_config(config: dict, root: str | Path = ".") -> None:
             for split in ("train", "validation"):
                 path = root / ds["files"][split]
                 _need(path.is_file(), f"{key}.files.{split}", f"file {path} does not exist")
+                _need(path.stat().st_size > 0, f"{key}.files.{split}", f"file {path} is empty: no text to train on")
     names = [ds["name"] for ds in datasets(config).values()]
     _need(len(set(names)) == len(names), "model.pretrain.dataset.name", "must differ from dataset.name")
     _need(model["source"] != "hub" or "hub" in model, "model.hub", "required when model.source is hub")
+    if model["source"] == "hub":
+        check_local_model(root / model["hub"]["id"])
     if model["source"] == "scratch":
         _need("scratch" in model, "model.scratch", "required when model.source is scratch")
         sc = model["scratch"]
@@ -143,6 +146,9 @@ def check_config(config: dict, root: str | Path = ".") -> None:
     )
     for i, run in enumerate(config["runs"]):
         check_run(run_spec(config, run["name"]), f"runs[{i}] ({run['name']})")
+    from .claims import load_claims  # claims.py builds on this module
+
+    load_claims(repo_path(config["claims"]))
 
 
 def datasets(config: dict) -> dict[str, dict]:
@@ -173,7 +179,37 @@ def check_run(spec: dict, where: str) -> None:
         f"{spec['world_size']} is not a multiple of num_nodes={spec['num_nodes']}: every node runs "
         "world_size / num_nodes processes",
     )
-    read_deepspeed_config(spec)
+    eval_blocks = tr["eval_max_blocks"]
+    _need(
+        eval_blocks is None or eval_blocks >= tr["micro_batch_size"],
+        f"{where}.training.eval_max_blocks",
+        f"{eval_blocks} is below micro_batch_size={tr['micro_batch_size']}: evaluation drops the last partial "
+        "batch, so no block would be evaluated",
+    )
+    ds = read_deepspeed_config(spec)
+    nvme = ds is not None and any(
+        (ds.get("zero_optimization", {}).get(section) or {}).get("device") == "nvme"
+        for section in ("offload_param", "offload_optimizer")
+    )
+    _need(
+        not spec.get("nvme_dir") or nvme,
+        f"{where}.nvme_dir",
+        "is set but the run offloads nothing to NVMe (its deepspeed config has no offload_* device nvme); "
+        "remove nvme_dir or use configs/deepspeed/zero3_offload_nvme.json",
+    )
+
+
+def check_local_model(path: Path) -> None:
+    """A hub model id that names a local folder must hold a config and safetensors weights."""
+    if not path.is_dir():
+        return  # a hub id: resolved (and refused if unreachable) by the job that loads it
+    _need((path / "config.json").is_file(), "model.hub.id", f"folder {path} has no config.json")
+    _need(
+        any(path.glob("*.safetensors")),
+        "model.hub.id",
+        f"folder {path} has no *.safetensors weights (found: {', '.join(sorted(p.name for p in path.iterdir()))}); "
+        "only safetensors are loaded",
+    )
 
 
 # DeepSpeed keys that Trainer fills from the run ("auto"), and the value each must have otherwise.
@@ -215,6 +251,11 @@ def check_deepspeed_config(ds: dict, spec: dict, path: str | Path) -> None:
     zero = ds.get("zero_optimization", {})
     for section in ("offload_param", "offload_optimizer"):
         device = (zero.get(section) or {}).get("device", "none")
+        if section == "offload_param" and device != "none" and zero.get("stage") != 3:
+            raise PreflightError(
+                f"run {spec['run']}: {path} offloads parameters (zero_optimization.offload_param) but sets "
+                f"stage={zero.get('stage')}; parameter offload needs ZeRO stage 3"
+            )
         if device == "nvme" and not spec.get("nvme_dir"):
             raise PreflightError(f"run {spec['run']}: {path} offloads {section} to nvme; set nvme_dir in the run")
         if device == "nvme":

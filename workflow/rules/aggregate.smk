@@ -25,7 +25,7 @@ rule claims:
     input:
         summaries=expand("results/runs/{run}/summary.json", run=RUNS),
         base="results/eval/base.json",
-        claims=os.path.join(workflow.basedir, "configs", "claims.yaml"),
+        claims=CLAIMS,
     output:
         json="results/claims.json",
         md="results/claims.md",

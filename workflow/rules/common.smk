@@ -15,6 +15,7 @@ from offloadbench.config import (
     datasets,
     model_ref,
     pretrain_spec,
+    repo_path,
     run_spec,
     schema_errors,
 )
@@ -26,7 +27,7 @@ if _errors:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errors))
 validate(config, "../schemas/config.schema.yaml")
 try:
-    check_config(config)
+    check_config(config)  # also checks the claims file
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}")
 
@@ -36,6 +37,7 @@ DATASETS = {ds["name"]: ds for ds in datasets(config).values()}
 PRETRAIN_DATASET = config["model"]["pretrain"]["dataset"]["name"] if SCRATCH else None
 MODEL = config["model"]["name"]
 RUNS = [r["name"] for r in config["runs"]]
+CLAIMS = repo_path(config["claims"])
 
 
 wildcard_constraints:
