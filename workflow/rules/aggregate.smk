@@ -39,3 +39,23 @@ rule claims:
     shell:
         "python -m offloadbench.claims --claims {input.claims} --runs-dir results/runs --base {input.base}"
         " --profile {params.profile} --runs {params.runs} --out {output.json} > {log} 2>&1"
+
+
+# This run's comparison table against results/reference/<profile>/ (src/offloadbench/reference.py).
+# Deviations outside the tolerances are reported, not fatal: a reviewer reads reference.md.
+rule compare_reference:
+    input:
+        table="results/tables/comparison.csv",
+    output:
+        json="results/compare/reference.json",
+        md="results/compare/reference.md",
+    log:
+        "results/logs/compare_reference/reference.log",
+    conda:
+        "../../environment.yml"
+    params:
+        reference=os.path.join(config["reference"]["dir"], config["profile"]),
+        tolerances=as_arg(config["reference"]["tolerances"]),
+    shell:
+        "python -m offloadbench.reference compare --table {input.table} --reference {params.reference:q}"
+        " --tolerances {params.tolerances:q} --out {output.json} > {log} 2>&1"

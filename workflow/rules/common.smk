@@ -86,4 +86,5 @@ def all_outputs():
         *multiext("results/tables/relative", ".csv", ".md", ".tex"),
         "results/claims.json",
         "results/claims.md",
+        "results/compare/reference.json",
     ]

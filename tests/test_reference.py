@@ -1,0 +1,109 @@
+"""The compare step: each metric's deviation from the shipped reference, judged by its group's tolerance."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from conftest import REPO, validate
+
+from offloadbench.config import load_config
+from offloadbench.reference import compare, deviation, record, run_compare
+
+TOL = {"loss": 0.01, "memory": 0.25, "time": 2.0}
+
+
+def row(run, **kw):
+    base = {
+        "run": run,
+        "device": "cpu",
+        "status": "ok",
+        "train loss": 5.0,
+        "eval loss": 5.5,
+        "host RSS peak (GiB)": 0.6,
+        "GPU alloc peak (GiB)": None,
+        "tokens/s": 10_000.0,
+    }
+    return {**base, **kw}
+
+
+def verdicts(rows):
+    return {(r["run"], r["metric"]): r["verdict"] for r in rows}
+
+
+def test_deviation_is_symmetric_and_zero_when_equal():
+    assert deviation(2.0, 2.0) == 0
+    assert deviation(3.0, 2.0) == pytest.approx(0.5)
+    assert deviation(2.0, 3.0) == pytest.approx(0.5)
+    assert math.isinf(deviation(0.0, 1.0))
+
+
+def test_losses_are_judged_tightly_and_timings_loosely():
+    ref = pd.DataFrame([row("full")])
+    cur = pd.DataFrame([row("full", **{"train loss": 5.06, "eval loss": 5.52, "tokens/s": 4000.0})])
+    got = verdicts(compare(cur, ref, TOL))
+    assert got[("full", "train loss")] == "outside"  # 1.2% > 1%
+    assert got[("full", "eval loss")] == "within"  # 0.36%
+    assert got[("full", "tokens/s")] == "within"  # 2.5x slower, within 3x
+    assert got[("full", "host RSS peak (GiB)")] == "within"
+    assert ("full", "GPU alloc peak (GiB)") not in got  # neither table has a number: nothing to judge
+
+
+def test_memory_beyond_tolerance_is_outside():
+    ref = pd.DataFrame([row("full")])
+    cur = pd.DataFrame([row("full", **{"host RSS peak (GiB)": 0.8})])
+    assert verdicts(compare(cur, ref, TOL))[("full", "host RSS peak (GiB)")] == "outside"
+
+
+def test_status_device_and_missing_runs_are_reported_not_compared():
+    ref = pd.DataFrame([row("full"), row("lora"), row("zero3"), row("gone")])
+    cur = pd.DataFrame(
+        [row("full", status="oom"), row("lora", device="cuda"), row("zero3"), row("new")],
+    )
+    got = verdicts(compare(cur, ref, TOL))
+    assert got[("full", "status")] == "differs"
+    assert got[("lora", "device")] == "differs"
+    assert got[("new", "run")] == "no reference"
+    assert got[("gone", "run")] == "no result"
+    assert got[("zero3", "train loss")] == "within"
+    assert not any(run == "full" and metric == "train loss" for run, metric in got)
+
+
+def test_compare_without_a_reference_says_so(tmp_path):
+    table = tmp_path / "comparison.csv"
+    pd.DataFrame([row("full")]).to_csv(table, index=False)
+    result = run_compare(table, tmp_path / "nowhere", TOL, tmp_path / "out" / "reference.json")
+    assert result["available"] is False
+    assert "No reference results" in (tmp_path / "out" / "reference.md").read_text()
+
+
+def test_record_then_compare_round_trip(tmp_path):
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "runs" / "full").mkdir(parents=True)
+    pd.DataFrame([row("full")]).to_csv(results / "tables" / "comparison.csv", index=False)
+    for name in ("tables/comparison.md", "tables/comparison.tex", "claims.md"):
+        (results / name).write_text("x\n")
+    (results / "claims.json").write_text("{}")
+    summary = {"hardware": {"cpu": "AMD EPYC", "cores": 2, "gpu": None}, "versions": {"torch": "2.13.0"}}
+    (results / "runs" / "full" / "summary.json").write_text(json.dumps({**summary, "git_commit": "abc"}))
+    dest = record("tiny", "make run", results, tmp_path / "reference")
+    prov = json.loads((dest / "provenance.json").read_text())
+    assert prov["command"] == "make run" and prov["hardware"]["cpu"] == "AMD EPYC" and prov["git_commit"] == "abc"
+    out = tmp_path / "compare" / "reference.json"
+    result = run_compare(results / "tables" / "comparison.csv", dest, TOL, out)
+    assert result["available"] and all(r["verdict"] == "within" for r in result["rows"])
+    assert "`make run`" in out.with_suffix(".md").read_text()
+
+
+def test_shipped_default_reference_has_provenance_and_every_default_run():
+    ref = REPO / "results" / "reference" / "default"
+    prov = json.loads((ref / "provenance.json").read_text())
+    assert prov["command"] and prov["hardware"]["cores"] and prov["versions"]["torch"]
+    table = pd.read_csv(ref / "comparison.csv")
+    assert set(table["run"]) == {r["name"] for r in load_config()["runs"]}
+    assert (table["status"] == "ok").all()
+    claims = json.loads((ref / "claims.json").read_text())
+    validate(claims, "claims.schema.json")
