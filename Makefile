@@ -42,8 +42,8 @@ dry-run: $(STAMP)
 	$(BIN)/snakemake -n --configfile configs/paper.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/snakemake --lint
 
 test: lint

@@ -69,13 +69,19 @@ def test_markdown_and_latex_are_rounded_escaped_and_booktabs(runs_dir):
     assert "18.00" in tex and "--" in tex
 
 
-def test_main_writes_all_six_files(runs_dir, tmp_path):
+def test_main_writes_every_table_format_and_the_provenance_page(runs_dir, tmp_path):
     out = tmp_path / "tables"
     spec = json.dumps({"runs": ["lora", "qlora_offload", "full"], "baseline_run": "lora", "profile": "test"})
     assert main(["--spec", spec, "--runs-dir", str(runs_dir), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}.{ext}" for stem in ("comparison", "relative") for ext in ("csv", "md", "tex")
+        [f"{stem}.{ext}" for stem in ("comparison", "relative") for ext in ("csv", "md", "tex", "html")]
+        + ["provenance.html", "paper.tex"]
     )
+    page = (out / "comparison.html").read_text()
+    assert page.count("<tr>") == 4 * 4 and "qlora_offload" in page  # 4 themes: header + one row per run
+    paper = (out / "paper.tex").read_text()
+    assert "\\begin{tabular}{lrrrrl}" in paper and "\\toprule" in paper  # six columns fit one paper column
+    assert "qlora_offload: spec" in (out / "provenance.html").read_text()
     table = pd.read_csv(out / "comparison.csv")
     assert table.shape[0] == 3
     for row in table.astype(object).where(table.notna(), None).to_dict("records"):

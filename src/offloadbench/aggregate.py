@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import html
 from .config import load_spec
 from .io import atomic_path, write_text
 
@@ -131,11 +132,71 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     return styler.to_latex(hrules=True, caption=caption, label=label, position="htbp", position_float="centering")
 
 
+# The comparison's columns by theme: the HTML page shows one narrow table per theme (21 columns
+# side by side do not fit a screen), and paper.tex keeps one headline column of each.
+GROUPS = {
+    "Setup": ["method", "offload", "precision", "device", "params (M)", "trainable (M)", "trainable (%)", "status"],
+    "Memory": [
+        "GPU alloc peak (GiB)",
+        "GPU reserved peak (GiB)",
+        "GPU NVML peak (GiB)",
+        "host RSS peak (GiB)",
+        "NVMe written (GiB)",
+        "checkpoint (MiB)",
+    ],
+    "Speed": ["tokens/s", "step time (s)", "wall time (s)"],
+    "Quality": ["train loss", "eval loss", "eval ppl"],
+}
+PAPER = ["run", "GPU alloc peak (GiB)", "host RSS peak (GiB)", "tokens/s", "eval ppl", "status"]
+
+
 def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
     write_text(stem.with_suffix(".md"), to_markdown(table))
     write_text(stem.with_suffix(".tex"), to_latex(table, caption, f"tab:{stem.name}"))
+    groups = {name: ["run", *cols] for name, cols in GROUPS.items()} if "offload" in table else {"": list(table)}
+    body = []
+    for name, cols in groups.items():
+        part = table[[c for c in cols if c in table]]
+        body += [f"<h2>{name}</h2>" if name else "", html.table(part, decimals(part), css={"status": "status"})]
+    write_text(stem.with_suffix(".html"), html.page(caption.rstrip("."), "\n".join(body)))
+
+
+def write_paper_table(table: pd.DataFrame, path: Path, caption: str) -> None:
+    """A single-column LaTeX table: one headline number per theme (the full table is comparison.tex)."""
+    write_text(path, to_latex(table[PAPER], caption, "tab:paper"))
+
+
+PROVENANCE = ("status", "error", "seed", "resumed_from", "git_commit", "config_sha256", "world_size", "optimizer")
+
+
+def provenance_page(runs: list[str], runs_dir: Path, profile: str) -> str:
+    """Where each run's numbers came from: code, settings, software, machine, and what happened."""
+    summaries = {run: load_summary(runs_dir / run) for run in runs}
+    found = {run: s for run, s in summaries.items() if s is not None}
+    overview = pd.DataFrame(
+        [
+            {"run": run, **{k: (s or {}).get(k, "missing" if k == "status" else None) for k in PROVENANCE}}
+            for run, s in summaries.items()
+        ]
+    )
+    body = [
+        html.paragraph(
+            "Each run's summary.json holds all of this; the spec is the exact settings the job was started with "
+            "(config defaults merged with the run's overrides), and config_sha256 is its hash."
+        ),
+        html.table(overview.astype(object)),
+    ]
+    if found:
+        versions = pd.DataFrame({run: s.get("versions", {}) for run, s in found.items()}).T.reset_index(names="run")
+        hardware = pd.DataFrame({run: s.get("hardware", {}) for run, s in found.items()}).T.reset_index(names="run")
+        body += ["<h2>Software</h2>", html.table(versions.astype(object))]
+        body += ["<h2>Hardware</h2>", html.table(hardware.astype(object))]
+    for run, s in found.items():
+        spec = json.dumps(s.get("spec"), indent=2, sort_keys=True)
+        body.append(f"<h2>{run}: spec</h2><pre>{html.escape(spec)}</pre>")
+    return html.page(f"Provenance of each run ({profile} profile)", "\n".join(body))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,10 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.spec)
     table = comparison(spec["runs"], args.runs_dir)
     write_tables(table, args.out / "comparison", f"Fine-tuning methods compared ({spec['profile']} profile).")
+    write_paper_table(
+        table,
+        args.out / "paper.tex",
+        f"Peak accelerator and host memory, throughput and validation perplexity ({spec['profile']} profile).",
+    )
     rel = relative(table, spec["baseline_run"])
     write_tables(
         rel, args.out / "relative", f"Each run relative to {spec['baseline_run']} ({spec['profile']} profile)."
     )
+    write_text(args.out / "provenance.html", provenance_page(spec["runs"], args.runs_dir, spec["profile"]))
     print(to_markdown(table), file=sys.stderr)
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jsonschema
 
+from . import html
 from .config import REPO, ConfigError, read_yaml
 from .io import write_json, write_text
 
@@ -177,6 +178,54 @@ def to_markdown(profile: str, results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt(key: str, value) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return html.escape(str(value))
+    if "bytes" in key:
+        return f"{value / 2**30:,.3f} GiB"
+    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def _numbers_html(numbers: dict) -> str:
+    """A claim's numbers as a small table: one row per comparison (or per run)."""
+    rows = []
+    for key, value in numbers.items():
+        if isinstance(value, dict):
+            cells = ", ".join(f"{k} = {_fmt(key, v)}" for k, v in value.items() if k != "ratio")
+            ratio = f"{value['ratio']:.3f}" if isinstance(value.get("ratio"), int | float) else "–"
+            rows.append(
+                f'<tr><td class="text">{html.escape(key)}</td><td class="text">{cells}</td><td>{ratio}</td></tr>'
+            )
+        else:
+            rows.append(
+                f'<tr><td class="text">{html.escape(key)}</td><td class="text">{_fmt(key, value)}</td><td>–</td></tr>'
+            )
+    head = '<tr><th class="text">compared</th><th class="text">values</th><th>ratio</th></tr>'
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def to_html(profile: str, results: list[dict]) -> str:
+    """The reviewer's page: each claim, its verdict, why, and the numbers it used."""
+    counts = {v: sum(r["verdict"] == v for r in results) for v in ("PASS", "FAIL", "N/A")}
+    body = [
+        html.paragraph(
+            f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A. "
+            "PASS and FAIL are judged on the numbers below; N/A means these runs cannot test the claim "
+            "(for example accelerator memory on a CPU-only machine) and says why: nothing is estimated in its place."
+        )
+    ]
+    for r in results:
+        cls = r["verdict"].replace("/", "")
+        body.append(
+            f'<h2>{r["id"]}: <span class="{cls}">{r["verdict"]}</span></h2>'
+            f"<p><b>Claim.</b> {html.escape(r['statement'])}<br><b>Why.</b> {html.escape(r['reason'])}<br>"
+            f"<b>Runs.</b> {html.escape(', '.join(r['runs']))}</p>"
+        )
+        if r["numbers"]:
+            body.append(_numbers_html(r["numbers"]))
+    return html.page(f"The paper's claims, checked ({profile} profile)", "\n".join(body))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m offloadbench.claims", description=__doc__.split("\n")[0])
     parser.add_argument("--claims", type=Path, required=True)
@@ -191,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, {"profile": args.profile, "claims": results})
     markdown = to_markdown(args.profile, results)
     write_text(args.out.with_suffix(".md"), markdown)
+    write_text(args.out.with_suffix(".html"), to_html(args.profile, results))
     print(markdown, file=sys.stderr)
     return 0
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import html
 from .config import load_spec
 from .io import atomic_path, write_json, write_text
 
@@ -156,7 +157,36 @@ def run_compare(table_csv: Path, reference_dir: Path, tolerances: dict, out: Pat
         markdown = to_markdown(rows, provenance, tolerances)
     write_json(out, result)
     write_text(out.with_suffix(".md"), markdown)
+    write_text(out.with_suffix(".html"), to_html(result))
     return result
+
+
+def to_html(result: dict) -> str:
+    title = "This run against the reference results"
+    if not result["available"]:
+        return html.page(title, html.paragraph(f"No reference results in {result['reference']}."))
+    prov = result["provenance"]
+    intro = (
+        f"Reference: {prov['command']} on {prov['date']}, {prov['hardware']['cpu']} ({prov['hardware']['cores']} "
+        f"cores), GPU: {prov['hardware']['gpu'] or 'none'}. "
+        if prov
+        else ""
+    )
+    tol = ", ".join(f"{g} {t:g}" for g, t in result["tolerances"].items())
+    rows = pd.DataFrame(result["rows"])
+    outside = int((rows["verdict"] != "within").sum()) if len(rows) else 0
+    intro += (
+        f"Deviation = max(a/b, b/a) - 1; tolerances per group: {tol}. {outside} of {len(rows)} rows are not "
+        "within tolerance (timings are judged loosely, memory and losses tightly)."
+    )
+    cols = [
+        c for c in ("run", "metric", "reference", "current", "deviation", "tolerance", "verdict", "note") if c in rows
+    ]
+    return html.page(
+        title,
+        html.paragraph(intro)
+        + html.table(rows[cols], {"reference": 4, "current": 4, "deviation": 3}, {"verdict": "verdict"}),
+    )
 
 
 def record(profile: str, command: str, results: Path, reference_root: Path) -> Path:

@@ -9,13 +9,17 @@ rule aggregate:
     output:
         multiext("results/tables/comparison", ".csv", ".md", ".tex"),
         multiext("results/tables/relative", ".csv", ".md", ".tex"),
+        "results/tables/paper.tex",
+        comparison=report("results/tables/comparison.html", caption="../report/comparison.rst", category="2 Tables"),
+        relative=report("results/tables/relative.html", caption="../report/relative.rst", category="2 Tables"),
+        provenance=report("results/tables/provenance.html", caption="../report/provenance.rst", category="6 Provenance"),
     log:
         "results/logs/aggregate/tables.log",
     conda:
         "../../environment.yml"
     params:
         spec=as_arg({"runs": RUNS, "baseline_run": config["baseline_run"], "profile": config["profile"]}),
-        out=lambda w, output: os.path.dirname(output[0]),
+        out=lambda w, output: os.path.dirname(output.comparison),
     shell:
         "python -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs"
         " --out {params.out} > {log} 2>&1"
@@ -29,6 +33,7 @@ rule claims:
     output:
         json="results/claims.json",
         md="results/claims.md",
+        html=report("results/claims.html", caption="../report/claims.rst", category="1 Claims"),
     log:
         "results/logs/claims/claims.log",
     conda:
@@ -49,6 +54,7 @@ rule compare_reference:
     output:
         json="results/compare/reference.json",
         md="results/compare/reference.md",
+        html=report("results/compare/reference.html", caption="../report/reference.rst", category="5 Reference"),
     log:
         "results/logs/compare_reference/reference.log",
     conda:
