@@ -65,3 +65,26 @@ rule compare_reference:
     shell:
         "python -m offloadbench.reference compare --table {input.table} --reference {params.reference:q}"
         " --tolerances {params.tolerances:q} --out {output.json} > {log} 2>&1"
+
+
+# The paper's figures (src/offloadbench/figures.py): loss curves, peak memory (measured, with the
+# memory model's predicted components stacked beside it), throughput. PNG and PDF.
+rule figures:
+    input:
+        summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        base="results/eval/base.json",
+    output:
+        loss=report("results/figures/loss_curves.png", caption="../report/loss_curves.rst", category="3 Figures"),
+        memory=report("results/figures/memory.png", caption="../report/memory_figure.rst", category="3 Figures"),
+        speed=report("results/figures/throughput.png", caption="../report/throughput.rst", category="3 Figures"),
+        pdf=multiext("results/figures/", "loss_curves.pdf", "memory.pdf", "throughput.pdf"),
+    log:
+        "results/logs/figures/figures.log",
+    conda:
+        "../../environment.yml"
+    params:
+        runs=" ".join(RUNS),
+        out=lambda w, output: os.path.dirname(output.loss),
+    shell:
+        "python -m offloadbench.figures --runs-dir results/runs --runs {params.runs} --base {input.base}"
+        " --out {params.out} > {log} 2>&1"

@@ -87,4 +87,5 @@ def all_outputs():
         "results/claims.json",
         "results/claims.md",
         "results/compare/reference.json",
+        *multiext("results/figures/", "loss_curves.png", "memory.png", "throughput.png"),
     ]
