@@ -177,7 +177,7 @@ FILE_CASES = {
 
 
 def test_the_bad_input_catalogue_has_at_least_30_cases():
-    assert len(BAD) + len(FILE_CASES) >= 30
+    assert len(BAD) + len(FILE_CASES) + len(SWEEP_BAD) >= 30
 
 
 @pytest.mark.parametrize("case", sorted(FILE_CASES))
@@ -222,3 +222,51 @@ def test_default_and_paper_profiles_dry_run_and_lint(tmp_path):
         assert "train" in proc.stdout
     lint = snakemake(REPO, "--lint")
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+
+
+SWEEP = {
+    "model": {"sizes": {"wide": {"hidden_size": 192, "intermediate_size": 384, "num_attention_heads": 6}}},
+    "sweep": {"runs": ["full", "qlora_offload"], "model_sizes": ["base", "wide"], "block_sizes": [64, 128]},
+}
+
+
+def test_sweep_expands_into_runs_with_their_own_model_and_data():
+    config = load_config(overrides=SWEEP)
+    names = [r["name"] for r in config["runs"]]
+    assert len(names) == 9 + 2 * 2 * 2 and "qlora_offload.wide.b64" in names
+    spec = run_spec(config, "qlora_offload.wide.b64")
+    assert spec["model"]["path"] == "results/models/tiny-llama-wide" and spec["model_size"] == "wide"
+    assert spec["dataset"] == "pydoc-topics-b64" and spec["block_size"] == 64
+    assert spec["deepspeed"] == run_spec(config, "qlora_offload")["deepspeed"]  # the template's settings
+    base = run_spec(config, "full.base.b128")
+    assert base["model"] == run_spec(config, "full")["model"] and base["dataset"] == "pydoc-topics"
+    nvme = load_config(overrides={**SWEEP, "sweep": {**SWEEP["sweep"], "runs": ["zero3_offload_nvme"]}})
+    dirs = [r.get("nvme_dir") for r in nvme["runs"] if r["name"].startswith("zero3_offload_nvme")]
+    assert len(set(dirs)) == len(dirs) == 5, "every sweep point needs its own swap folder"
+
+
+SWEEP_BAD = {
+    "sweep over a run that does not exist": ({"sweep": {"runs": ["nope"]}}, ["sweep.runs", "nope"]),
+    "sweep over an undefined model size": ({"sweep": {"model_sizes": ["huge"]}}, ["sweep.model_sizes", "huge"]),
+    "model size that changes the tokenizer": (
+        {"model": {"sizes": {"wide": {"vocab_size": 8192}}}},
+        ["model.sizes.wide", "vocab_size"],
+    ),
+    "sweep block above a size's context": (
+        {"sweep": {"block_sizes": [512]}},
+        ["block_size", "512", "max_position_embeddings=256"],
+    ),
+    "model size whose heads do not divide its width": (
+        {"model": {"sizes": {"wide": {"hidden_size": 320, "num_attention_heads": 6}}}},
+        ["model.sizes.wide.hidden_size", "num_attention_heads"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SWEEP_BAD))
+def test_bad_sweep_is_rejected_naming_the_key(case):
+    override, words = SWEEP_BAD[case]
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides={**SWEEP, **override, "sweep": {**SWEEP["sweep"], **override.get("sweep", {})}})
+    for word in words:
+        assert word in str(err.value), f"{case}: {word!r} not in {err.value}"

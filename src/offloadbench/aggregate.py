@@ -31,6 +31,8 @@ COLUMNS = {
     "offload": ("offload", None, None),
     "precision": ("dtype", None, None),
     "device": ("device", None, None),
+    "model size": (lambda s: s["spec"].get("model_size", "base"), None, None),
+    "block": (lambda s: s["spec"]["block_size"], 1, 0),
     "params (M)": ("params_total", 1e-6, 2),
     "trainable (M)": ("params_trainable", 1e-6, 3),
     "trainable (%)": (lambda s: 100 * s["params_trainable"] / s["params_total"], 1, 2),
@@ -135,7 +137,18 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
 # The comparison's columns by theme: the HTML page shows one narrow table per theme (21 columns
 # side by side do not fit a screen), and paper.tex keeps one headline column of each.
 GROUPS = {
-    "Setup": ["method", "offload", "precision", "device", "params (M)", "trainable (M)", "trainable (%)", "status"],
+    "Setup": [
+        "method",
+        "offload",
+        "precision",
+        "device",
+        "model size",
+        "block",
+        "params (M)",
+        "trainable (M)",
+        "trainable (%)",
+        "status",
+    ],
     "Memory": [
         "GPU alloc peak (GiB)",
         "GPU reserved peak (GiB)",

@@ -82,8 +82,69 @@ def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     errors = schema_errors(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    config = expand_sweep(config)
     check_config(config)
     return config
+
+
+def expand_sweep(config: dict) -> dict:
+    """The config with `sweep` (runs x model sizes x block sizes) expanded into extra runs, named
+    <run>.<size>.b<block>; each copies its template run and sets model_size and block_size."""
+    sweep = config.get("sweep")
+    if not sweep:
+        return config
+    templates = {r["name"]: r for r in config["runs"]}
+    for name in sweep["runs"]:
+        _need(name in templates, "sweep.runs", f"{name!r} is not a run; choose from {', '.join(templates)}")
+    for size in sweep["model_sizes"]:
+        _need(
+            size == "base" or size in config["model"].get("sizes", {}),
+            "sweep.model_sizes",
+            f"{size!r} is not base or a label of model.sizes ({', '.join(config['model'].get('sizes', {})) or 'none'})",
+        )
+    extra = []
+    for name in sweep["runs"]:
+        for size in sweep["model_sizes"]:
+            for block in sweep["block_sizes"]:
+                run = {**copy.deepcopy(templates[name]), "name": f"{name}.{size}.b{block}"}
+                run.update(model_size=size, block_size=block)
+                if run.get("nvme_dir"):  # swap files of concurrent points must not collide
+                    run["nvme_dir"] = f"{run['nvme_dir']}.{size}.b{block}"
+                extra.append(run)
+    return {**config, "runs": config["runs"] + extra}
+
+
+def declared_runs(config: dict) -> list[str]:
+    """The profile's own runs, without the sweep's points (claims compare these with the base model)."""
+    return [r["name"] for r in config["runs"] if "model_size" not in r and "block_size" not in r] or [
+        r["name"] for r in config["runs"]
+    ]
+
+
+def scratch_config(config: dict, size: str = "base") -> dict:
+    """model.scratch with the overrides of a model size (base = the profile's own model)."""
+    return {**config["model"]["scratch"], **(config["model"].get("sizes", {}).get(size) or {})}
+
+
+def model_name(config: dict, size: str = "base") -> str:
+    return config["model"]["name"] if size == "base" else f"{config['model']['name']}-{size}"
+
+
+def models(config: dict) -> dict[str, dict]:
+    """Every scratch model the profile builds: name -> LlamaConfig fields (base first)."""
+    if config["model"]["source"] != "scratch":
+        return {}
+    sizes = ["base", *sorted({r["model_size"] for r in config["runs"] if r.get("model_size", "base") != "base"})]
+    return {model_name(config, size): scratch_config(config, size) for size in sizes}
+
+
+def run_dataset(config: dict, run: dict) -> dict:
+    """The fine-tuning data of a run: the profile's dataset, re-blocked if the run sets block_size."""
+    ds = config["dataset"]
+    block = run.get("block_size")
+    if block is None or block == ds["block_size"]:
+        return ds
+    return {**ds, "name": f"{ds['name']}-b{block}", "block_size": block}
 
 
 def _need(cond: bool, key: str, message: str) -> None:
@@ -110,31 +171,32 @@ def check_config(config: dict, root: str | Path = ".") -> None:
         check_local_model(root / model["hub"]["id"])
     if model["source"] == "scratch":
         _need("scratch" in model, "model.scratch", "required when model.source is scratch")
+        qlora = any(r["method"] == "qlora" for r in config["runs"])
+        check_scratch(model["scratch"], "model.scratch", qlora)
+        for size, overrides in model.get("sizes", {}).items():
+            _need("vocab_size" not in overrides, f"model.sizes.{size}.vocab_size", "every size shares the tokenizer")
+            check_scratch(scratch_config(config, size), f"model.sizes.{size}", qlora)
         sc = model["scratch"]
-        _need(
-            sc["hidden_size"] % sc["num_attention_heads"] == 0,
-            "model.scratch.hidden_size",
-            f"{sc['hidden_size']} is not divisible by num_attention_heads={sc['num_attention_heads']}",
-        )
-        _need(
-            sc["num_attention_heads"] % sc["num_key_value_heads"] == 0,
-            "model.scratch.num_key_value_heads",
-            f"{sc['num_key_value_heads']} must divide num_attention_heads={sc['num_attention_heads']}",
-        )
-        if any(r["method"] == "qlora" for r in config["runs"]):
-            for key in ("hidden_size", "intermediate_size"):
-                _need(
-                    sc[key] % 64 == 0,
-                    f"model.scratch.{key}",
-                    f"{sc[key]} must be a multiple of 64 for 4-bit (qlora) runs: bitsandbytes quantizes "
-                    "every input row in blocks of 64 values",
-                )
         for key, ds in datasets(config).items():
             _need(
                 ds["block_size"] <= sc["max_position_embeddings"],
                 f"{key}.block_size",
                 f"{ds['block_size']} exceeds the model's context "
                 f"(model.scratch.max_position_embeddings={sc['max_position_embeddings']})",
+            )
+    for i, run in enumerate(config["runs"]):
+        size = run.get("model_size", "base")
+        _need(
+            size == "base" or (model["source"] == "scratch" and size in model.get("sizes", {})),
+            f"runs[{i}] ({run['name']}).model_size",
+            f"{size!r} is not base or a label of model.sizes (scratch models only)",
+        )
+        if model["source"] == "scratch" and run.get("block_size"):
+            ctx = scratch_config(config, size)["max_position_embeddings"]
+            _need(
+                run["block_size"] <= ctx,
+                f"runs[{i}] ({run['name']}).block_size",
+                f"{run['block_size']} exceeds the context of model size {size} (max_position_embeddings={ctx})",
             )
     names = [r["name"] for r in config["runs"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -149,6 +211,28 @@ def check_config(config: dict, root: str | Path = ".") -> None:
     from .claims import load_claims  # claims.py builds on this module
 
     load_claims(repo_path(config["claims"]))
+
+
+def check_scratch(sc: dict, key: str, qlora: bool) -> None:
+    """A locally built Llama's shape: heads divide the width, and 4-bit layers get whole blocks."""
+    _need(
+        sc["hidden_size"] % sc["num_attention_heads"] == 0,
+        f"{key}.hidden_size",
+        f"{sc['hidden_size']} is not divisible by num_attention_heads={sc['num_attention_heads']}",
+    )
+    _need(
+        sc["num_attention_heads"] % sc["num_key_value_heads"] == 0,
+        f"{key}.num_key_value_heads",
+        f"{sc['num_key_value_heads']} must divide num_attention_heads={sc['num_attention_heads']}",
+    )
+    if qlora:
+        for field in ("hidden_size", "intermediate_size"):
+            _need(
+                sc[field] % 64 == 0,
+                f"{key}.{field}",
+                f"{sc[field]} must be a multiple of 64 for 4-bit (qlora) runs: bitsandbytes quantizes "
+                "every input row in blocks of 64 values",
+            )
 
 
 def datasets(config: dict) -> dict[str, dict]:
@@ -301,17 +385,20 @@ def _spec(config: dict, run: dict) -> dict:
         "training": _resolve(config["training"], run.get("training")),
         "lora": _resolve(config["lora"], run.get("lora")),
         "quantization": _resolve(config["quantization"], run.get("quantization")),
-        "model": model_ref(config),
-        "dataset": config["dataset"]["name"],
+        "model": model_ref(config, run.get("model_size", "base")),
+        "dataset": run_dataset(config, run)["name"],
         "trust_remote_code": config["model"]["trust_remote_code"],
+        "model_size": run.get("model_size", "base"),
+        "block_size": run_dataset(config, run)["block_size"],
     }
 
 
-def pretrain_spec(config: dict) -> dict:
-    """The short pretraining of a scratch model: a full-model run on its pretraining corpus."""
+def pretrain_spec(config: dict, name: str | None = None) -> dict:
+    """The short pretraining of a scratch model (the base one unless `name` says which size): a
+    full-model run on its pretraining corpus."""
     pre = config["model"]["pretrain"]
     ds = pre["dataset"]
-    name = config["model"]["name"]
+    name = name or config["model"]["name"]
     training = {
         "max_steps": pre["steps"],
         "micro_batch_size": pre["micro_batch_size"],
@@ -348,12 +435,13 @@ def repo_path(path: str | None) -> str | None:
     return str(Path(path) if Path(path).is_absolute() else REPO / path)
 
 
-def model_ref(config: dict) -> dict:
-    """Where the base model comes from: a local folder (scratch) or a hub id + revision."""
+def model_ref(config: dict, size: str = "base") -> dict:
+    """Where a run's base model comes from: a local folder (scratch) or a hub id + revision."""
     model = config["model"]
     if model["source"] == "hub":
         return {"path": model["hub"]["id"], "revision": model["hub"]["revision"], "name": model["name"]}
-    return {"path": f"results/models/{model['name']}", "revision": None, "name": model["name"]}
+    name = model_name(config, size)
+    return {"path": f"results/models/{name}", "revision": None, "name": name}
 
 
 def spec_sha256(spec: Any) -> str:

@@ -323,6 +323,51 @@ def throughput_figure(entries: list[dict]) -> Figure:
     return fig
 
 
+# ---------------------------------------------------------------- sweep
+
+
+def _sweep_series(entries: list[dict]) -> dict[str, list[dict]]:
+    """Sweep points grouped into lines: template run and block size (points ordered by parameters)."""
+    series: dict[str, list[dict]] = {}
+    for entry in entries:
+        spec = (entry["summary"] or {}).get("spec") or {}
+        template = entry["run"].split(".", 1)[0]
+        series.setdefault(f"{template}, block {spec.get('block_size', '?')}", []).append(entry)
+    return series
+
+
+@plt.rc_context(STYLE)
+def sweep_figure(entries: list[dict]) -> Figure:
+    """Throughput and peak memory against model size, one line per template run and block size.
+    Peak memory is the accelerator's (NVML, else reserved) on GPU runs, host RSS on CPU runs."""
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(DOUBLE, 2.6), layout="constrained")
+    colours = run_colours(list(_sweep_series(entries)))
+    for label, points in _sweep_series(entries).items():
+        done = [e for e in points if e["summary"] and e["summary"]["status"] == "ok"]
+        done.sort(key=lambda e: e["summary"]["params_total"])
+        x = [e["summary"]["params_total"] / 1e6 for e in done]
+        gpu = [measured_gpu(e["summary"]) for e in done]
+        mem = [
+            g if g is not None else _gib(e["summary"]["host_rss_peak_bytes"]) for g, e in zip(gpu, done, strict=True)
+        ]
+        style = {"color": colours[label], "marker": "o", "ms": 3.5, "lw": 1.2, "label": label}
+        speed.plot(x, [e["summary"]["tokens_per_s"] for e in done], gid=f"speed:{label}", **style)
+        memory.plot(x, mem, gid=f"memory:{label}", **style)
+        for e in points:
+            if e not in done:  # a point that failed or is missing keeps a mark where it would be
+                speed.annotate(status_note(e) or "", (0.02, 0.02), xycoords="axes fraction", **ALERT)
+    gpu_runs = any((e["summary"] or {}).get("device") == "cuda" for e in entries)
+    speed.set_xlabel("model parameters (M)")
+    speed.set_ylabel("training throughput (tokens/s)")
+    memory.set_xlabel("model parameters (M)")
+    memory.set_ylabel("peak GPU memory (GiB)" if gpu_runs else "peak host RSS (GiB)")
+    for ax in (speed, memory):
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0)
+    speed.legend(fontsize=7, frameon=False)
+    return fig
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -338,8 +383,8 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def make_figures(runs_dir, runs: list[str], base_json, out_dir, memory_dir=None) -> list[Path]:
-    """Render every figure for ``runs``; return the files written."""
+def make_figures(runs_dir, runs: list[str], base_json, out_dir, memory_dir=None, sweep_runs=None) -> list[Path]:
+    """Render every figure for ``runs`` (and sweep.* for ``sweep_runs``); return the files written."""
     base = _read_json(Path(base_json)) if base_json else None
     base_loss = (base or {}).get("eval_loss")
     entries = load_runs(Path(runs_dir), runs, Path(memory_dir) if memory_dir else None)
@@ -348,6 +393,8 @@ def make_figures(runs_dir, runs: list[str], base_json, out_dir, memory_dir=None)
         paths += save(loss_figure(entries, base_loss), out_dir, "loss_curves")
         paths += save(memory_figure(entries), out_dir, "memory")
         paths += save(throughput_figure(entries), out_dir, "throughput")
+        if sweep_runs:
+            paths += save(sweep_figure(load_runs(Path(runs_dir), sweep_runs)), out_dir, "sweep")
     return paths
 
 
@@ -358,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, required=True, help="results/eval/base.json")
     parser.add_argument("--memory-dir", type=Path, default=None, help="results/memory (memory model), optional")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG and PDF files")
+    parser.add_argument("--sweep-runs", nargs="*", default=None, help="the sweep's runs: sweep.png plots them")
     args = parser.parse_args(argv)
-    for path in make_figures(args.runs_dir, args.runs, args.base, args.out, args.memory_dir):
+    for path in make_figures(args.runs_dir, args.runs, args.base, args.out, args.memory_dir, args.sweep_runs):
         print(path, file=sys.stderr)
     return 0
 

@@ -40,7 +40,7 @@ rule claims:
         "../../environment.yml"
     params:
         profile=config["profile"],
-        runs=" ".join(RUNS),
+        runs=" ".join(CLAIM_RUNS),
     shell:
         "python -m offloadbench.claims --claims {input.claims} --runs-dir results/runs --base {input.base}"
         " --profile {params.profile} --runs {params.runs} --out {output.json} > {log} 2>&1"
@@ -78,13 +78,15 @@ rule figures:
         memory=report("results/figures/memory.png", caption="../report/memory_figure.rst", category="3 Figures"),
         speed=report("results/figures/throughput.png", caption="../report/throughput.rst", category="3 Figures"),
         pdf=multiext("results/figures/", "loss_curves.pdf", "memory.pdf", "throughput.pdf"),
+        sweep=[report(f, caption="../report/sweep.rst", category="3 Figures") for f in SWEEP_FIGURES],
     log:
         "results/logs/figures/figures.log",
     conda:
         "../../environment.yml"
     params:
-        runs=" ".join(RUNS),
+        runs=" ".join(CLAIM_RUNS),
+        sweep=f"--sweep-runs {' '.join(SWEEP_RUNS)}" if SWEEP_RUNS else "",
         out=lambda w, output: os.path.dirname(output.loss),
     shell:
-        "python -m offloadbench.figures --runs-dir results/runs --runs {params.runs} --base {input.base}"
-        " --out {params.out} > {log} 2>&1"
+        "python -m offloadbench.figures --runs-dir results/runs --runs {params.runs} {params.sweep}"
+        " --base {input.base} --out {params.out} > {log} 2>&1"

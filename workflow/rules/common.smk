@@ -13,9 +13,13 @@ from offloadbench.config import (
     base_eval_spec,
     check_config,
     datasets,
+    declared_runs,
+    expand_sweep,
     model_ref,
+    models,
     pretrain_spec,
     repo_path,
+    run_dataset,
     run_spec,
     schema_errors,
 )
@@ -27,6 +31,7 @@ if _errors:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errors))
 validate(config, "../schemas/config.schema.yaml")
 try:
+    config["runs"] = expand_sweep(config)["runs"]  # the sweep's points become runs like any other
     check_config(config)  # also checks the claims file
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}")
@@ -34,15 +39,21 @@ except ConfigError as err:
 SCRATCH = config["model"]["source"] == "scratch"
 DATASET = config["dataset"]["name"]
 DATASETS = {ds["name"]: ds for ds in datasets(config).values()}
+DATASETS.update({ds["name"]: ds for ds in (run_dataset(config, r) for r in config["runs"])})
 PRETRAIN_DATASET = config["model"]["pretrain"]["dataset"]["name"] if SCRATCH else None
-MODEL = config["model"]["name"]
+MODEL = config["model"]["name"]  # the base model; MODELS adds the sweep's sizes (scratch only)
+MODELS = models(config)
 RUNS = [r["name"] for r in config["runs"]]
+CLAIM_RUNS = declared_runs(config)  # a sweep's points are not compared with the base model
+SWEEP_RUNS = [r for r in RUNS if r not in CLAIM_RUNS]
+SWEEP_FIGURES = ["results/figures/sweep.png", "results/figures/sweep.pdf"] if SWEEP_RUNS else []
 CLAIMS = repo_path(config["claims"])
 
 
 wildcard_constraints:
     run="|".join(map(re.escape, RUNS)),
     dataset="|".join(map(re.escape, DATASETS)),
+    model="|".join(map(re.escape, MODELS)) or "^$",
 
 
 def as_arg(obj):
@@ -55,12 +66,21 @@ def revision_arg(revision):
 
 
 def base_model():
-    """The folder (scratch) or hub id of the model every run fine-tunes."""
+    """The folder (scratch) or hub id of the profile's base model."""
     return model_ref(config)["path"]
 
 
 def base_model_input():
     return [base_model()] if SCRATCH else []
+
+
+def run_inputs(wildcards):
+    """A run's tokenized data and, for scratch models, its (pretrained) base model folder."""
+    spec = run_spec(config, wildcards.run)
+    inputs = {"data": f"results/data/{spec['dataset']}"}
+    if SCRATCH:
+        inputs["model"] = spec["model"]["path"]
+    return inputs
 
 
 def tokenizer_input(wildcards):
@@ -88,4 +108,5 @@ def all_outputs():
         "results/claims.md",
         "results/compare/reference.json",
         *multiext("results/figures/", "loss_curves.png", "memory.png", "throughput.png"),
+        *SWEEP_FIGURES,
     ]
