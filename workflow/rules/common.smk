@@ -83,6 +83,24 @@ def run_inputs(wildcards):
     return inputs
 
 
+HUB_MODEL = config["model"]["hub"] if config["model"]["source"] == "hub" else None
+HUB_DATASETS = [ds["hub"] for ds in datasets(config).values() if ds["source"] == "hub"]
+
+
+def hub_access_input(wildcards):
+    """Jobs that read the hub wait for the access check (hub profiles only)."""
+    return ["results/hub/access.json"] if HUB_MODEL or HUB_DATASETS else []
+
+
+def hub_access_args():
+    args = []
+    if HUB_MODEL:
+        args += ["--model", HUB_MODEL["id"], "--model-revision", HUB_MODEL["revision"]]
+    if HUB_DATASETS:  # one fine-tuning dataset per profile; a hub pretraining corpus only with scratch
+        args += ["--dataset", HUB_DATASETS[0]["path"], "--dataset-revision", HUB_DATASETS[0]["revision"]]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 def tokenizer_input(wildcards):
     """The locally trained tokenizer (scratch models); a hub model's comes from the hub."""
     return {"tokenizer": f"results/models/{MODEL}-init"} if SCRATCH else {}

@@ -4,6 +4,8 @@
 
 
 rule corpus:
+    input:
+        hub_access_input,
     output:
         directory("results/corpus/{dataset}"),
     conda:
@@ -19,6 +21,7 @@ rule corpus:
 rule tokenize:
     input:
         unpack(tokenizer_input),
+        hub_access_input,
         corpus="results/corpus/{dataset}",
     output:
         directory("results/data/{dataset}"),
@@ -33,3 +36,19 @@ rule tokenize:
     shell:
         "python -m offloadbench.data tokenize --spec {params.spec:q} --corpus {input.corpus}"
         " --tokenizer {params.tokenizer:q} {params.revision} --out {output} > {log} 2>&1"
+
+
+# A hub profile's first job: can the pinned model and dataset be had (token, license, network or
+# offline cache)? It fails in a second with a message naming the repository and HF_TOKEN, instead of
+# failing inside tokenization or after a long download (src/offloadbench/hub.py).
+rule hub_access:
+    output:
+        "results/hub/access.json",
+    log:
+        "results/logs/hub_access/access.log",
+    conda:
+        "../../environment.yml"
+    params:
+        args=hub_access_args(),
+    shell:
+        "python -m offloadbench.hub {params.args} --out {output} > {log} 2>&1"
