@@ -23,6 +23,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/memory.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -125,3 +125,42 @@ def test_main_writes_json_matching_the_schema_and_markdown(tmp_path):
     validate(json.loads(out.read_text()), "claims.schema.json")
     md = (tmp_path / "claims.md").read_text()
     assert md.count("| C") == len(CLAIMS) and "**PASS**" in md
+
+
+def _paper_spec(run):
+    from offloadbench.config import load_config, run_spec
+
+    spec = run_spec(load_config(REPO / "configs" / "paper.yaml"), run)
+    spec["model"] = {**spec["model"], "path": str(REPO / "configs" / "models" / "llama-3.1-8b.json")}
+    return spec
+
+
+def test_c3_reports_the_memory_models_prediction_beside_the_measurement(tmp_path):
+    """Llama-3.1-8B: full fine-tuning is predicted not to fit 80 GiB, ZeRO-3 CPU offload to fit."""
+    gpu = {"gpu_memory_bytes": 80 * GIB}
+    runs = gpu_runs(
+        tmp_path,
+        full={"spec": _paper_spec("full"), "hardware": gpu},
+        zero3_offload_cpu={"spec": _paper_spec("zero3_offload_cpu"), "hardware": gpu},
+    )
+    (c3,) = check_claims([BY_ID["C3"]], runs, BASE, RUNS)
+    assert c3["verdict"] == "PASS"
+    assert "predicted: zero3_offload_cpu fits 80 GiB, full would not" in c3["reason"]
+    assert c3["numbers"]["full: predicted accelerator bytes"] > 80 * GIB
+    assert c3["numbers"]["zero3_offload_cpu: predicted accelerator bytes"] < 80 * GIB
+
+
+def test_c3_on_a_model_that_fits_anyway_says_there_is_nothing_to_rescue(tmp_path):
+    from offloadbench.config import load_config, run_spec
+
+    config = load_config()
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "llama", **config["model"]["scratch"], "tie_word_embeddings": False}))
+    runs = tmp_path / "runs"
+    for run in ("full", "zero3_offload_cpu"):
+        spec = run_spec(config, run)
+        spec["model"]["path"] = str(cfg)
+        write_run(runs, run, device="cpu", method="full", spec=spec, hardware={"gpu_memory_bytes": None})
+    (c3,) = check_claims([BY_ID["C3"]], runs, BASE, RUNS)
+    assert c3["verdict"] == "N/A"
+    assert "ran on the CPU" in c3["reason"] and "full already fits 80 GiB" in c3["reason"]

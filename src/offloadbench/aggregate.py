@@ -176,6 +176,50 @@ def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
     write_text(stem.with_suffix(".html"), html.page(caption.rstrip("."), "\n".join(body)))
 
 
+def memory_table(runs: list[str], memory_dir: Path) -> pd.DataFrame:
+    """Predicted against measured peak per device, with DeepSpeed's estimate for ZeRO-3 runs."""
+    rows = []
+    for run in runs:
+        path = memory_dir / f"{run}.json"
+        if not path.is_file():
+            rows.append({"run": run})
+            continue
+        m = json.loads(path.read_text())
+        row = {"run": run, "device": m["device"]}
+        for where, label in (("gpu", "GPU"), ("host", "host"), ("nvme", "NVMe")):
+            row[f"{label} predicted (GiB)"] = m["predicted"][where]["total"] / GIB
+            measured = m["measured"][where]
+            row[f"{label} measured (GiB)"] = None if measured is None else measured / GIB
+            row[f"{label} ratio"] = m["ratio"][where]
+        ds = m.get("deepspeed_estimate")
+        row["DeepSpeed est. GPU (GiB)"] = ds["gpu_bytes"] / GIB if ds else None
+        row["DeepSpeed est. host (GiB)"] = ds["host_bytes"] / GIB if ds else None
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for col in table.columns[1:]:
+        if col != "device":
+            table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table
+
+
+def write_memory_table(table: pd.DataFrame, stem: Path, profile: str) -> None:
+    with atomic_path(stem.with_suffix(".csv")) as tmp:
+        table.to_csv(tmp, index=False)
+    digits = {c: (3 if "ratio" not in c else 2) for c in table.columns if c not in ("run", "device")}
+    shown = table.copy()
+    for col, d in digits.items():
+        shown[col] = table[col].map(lambda v, d=d: "–" if pd.isna(v) else f"{v:,.{d}f}")
+    write_text(stem.with_suffix(".md"), shown.fillna("–").to_markdown(index=False) + "\n")
+    note = html.paragraph(
+        "ratio = measured / predicted. NVMe is bytes written by the training process. On a CPU run the "
+        "accelerator column is empty: everything lives in host memory."
+    )
+    write_text(
+        stem.with_suffix(".html"),
+        html.page(f"Memory model against measurements ({profile} profile)", note + html.table(table, digits)),
+    )
+
+
 def write_paper_table(table: pd.DataFrame, path: Path, caption: str) -> None:
     """A single-column LaTeX table: one headline number per theme (the full table is comparison.tex)."""
     write_text(path, to_latex(table[PAPER], caption, "tab:paper"))
@@ -217,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help='{"runs": [...], "baseline_run": ..., "profile": ...}')
     parser.add_argument("--runs-dir", type=Path, default=Path("results/runs"))
     parser.add_argument("--out", type=Path, default=Path("results/tables"))
+    parser.add_argument("--memory-dir", type=Path, default=None, help="results/memory: adds memory.{csv,md,html}")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     table = comparison(spec["runs"], args.runs_dir)
@@ -231,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         rel, args.out / "relative", f"Each run relative to {spec['baseline_run']} ({spec['profile']} profile)."
     )
     write_text(args.out / "provenance.html", provenance_page(spec["runs"], args.runs_dir, spec["profile"]))
+    if args.memory_dir:
+        write_memory_table(memory_table(spec["runs"], args.memory_dir), args.out / "memory", spec["profile"])
     print(to_markdown(table), file=sys.stderr)
     return 0
 

@@ -116,19 +116,54 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
     return "PASS", f"every ratio is {limit}{oom_note}", numbers
 
 
+def predicted_fit(claim: dict, summaries: dict[str, dict]) -> tuple[str, dict]:
+    """The memory model's side of a fit claim: each run's predicted accelerator peak (as if on CUDA)
+    against the accelerator's memory (the measured GPU's, else the claim's accelerator_gib)."""
+    from .memory import load_model_config, predict
+
+    gpu_bytes = next((s["hardware"].get("gpu_memory_bytes") for s in summaries.values() if s["device"] == "cuda"), None)
+    limit = gpu_bytes or claim.get("accelerator_gib", 80) * 2**30
+    numbers = {"accelerator_bytes": limit}
+    for run, s in summaries.items():
+        spec = s["spec"]
+        model_config = load_model_config(spec["model"]["path"], spec["model"].get("revision"))
+        numbers[f"{run}: predicted accelerator bytes"] = predict(spec, model_config, spec["block_size"], "cuda")[
+            "predicted"
+        ]["gpu"]["total"]
+    fits = {r: numbers[f"{r}: predicted accelerator bytes"] <= limit for r in summaries}
+    gib = f"{limit / 2**30:.0f} GiB"
+    if fits[claim["run"]] and not any(fits[r] for r in claim["against"]):
+        return f"predicted: {claim['run']} fits {gib}, {', '.join(claim['against'])} would not", numbers
+    too_small = [r for r in claim["against"] if fits[r]]
+    if too_small:
+        return (
+            f"predicted: {', '.join(too_small)} already fits {gib}, so there is nothing for offload to rescue",
+            numbers,
+        )
+    return f"predicted: {claim['run']} would not fit {gib} either", numbers
+
+
 def check_oom_vs_ok(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
+    """Measured: `run` finished where every run in `against` ran out of accelerator memory. The
+    memory model's prediction is reported beside it (and decides nothing on its own)."""
     summaries = _load(runs_dir, [claim["run"], *claim["against"]])
     if why := _unavailable(summaries, need_ok=False):
         return "N/A", why, {}
+    try:
+        predicted, numbers = predicted_fit(claim, summaries)
+    except (OSError, KeyError, ValueError) as err:  # no model config at hand: measured side only
+        predicted, numbers = f"no prediction ({type(err).__name__}: {err})", {}
     cpu = [r for r, s in summaries.items() if s["device"] != "cuda"]
     if cpu:
-        return "N/A", f"whether it fits an accelerator cannot be measured: {', '.join(cpu)} ran on the CPU", {}
-    numbers = {r: s["status"] for r, s in summaries.items()}
+        why = f"whether it fits an accelerator cannot be measured: {', '.join(cpu)} ran on the CPU; {predicted}"
+        return "N/A", why, numbers
+    numbers.update({r: s["status"] for r, s in summaries.items()})
     mine = summaries[claim["run"]]["status"]
     ooms = [r for r in claim["against"] if summaries[r]["status"] == "oom"]
     if mine == "ok" and len(ooms) == len(claim["against"]):
-        return "PASS", f"{claim['run']} finished while {', '.join(ooms)} ran out of memory", numbers
-    return "FAIL", f"{claim['run']}: {mine}; " + ", ".join(f"{r}: {numbers[r]}" for r in claim["against"]), numbers
+        return "PASS", f"{claim['run']} finished while {', '.join(ooms)} ran out of memory; {predicted}", numbers
+    statuses = ", ".join(f"{r}: {numbers[r]}" for r in claim["against"])
+    return "FAIL", f"{claim['run']}: {mine}; {statuses}; {predicted}", numbers
 
 
 def check_below_base(claim: dict, runs_dir: Path, base: dict | None, all_runs: list[str]) -> tuple[str, str, dict]:

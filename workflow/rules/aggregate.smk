@@ -5,6 +5,7 @@
 rule aggregate:
     input:
         summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        memory=expand("results/memory/{run}.json", run=RUNS),
         base="results/eval/base.json",
     output:
         multiext("results/tables/comparison", ".csv", ".md", ".tex"),
@@ -13,6 +14,8 @@ rule aggregate:
         comparison=report("results/tables/comparison.html", caption="../report/comparison.rst", category="2 Tables"),
         relative=report("results/tables/relative.html", caption="../report/relative.rst", category="2 Tables"),
         provenance=report("results/tables/provenance.html", caption="../report/provenance.rst", category="6 Provenance"),
+        memory=multiext("results/tables/memory", ".csv", ".md"),
+        memory_html=report("results/tables/memory.html", caption="../report/memory.rst", category="4 Memory model"),
     log:
         "results/logs/aggregate/tables.log",
     conda:
@@ -21,7 +24,7 @@ rule aggregate:
         spec=as_arg({"runs": RUNS, "baseline_run": config["baseline_run"], "profile": config["profile"]}),
         out=lambda w, output: os.path.dirname(output.comparison),
     shell:
-        "python -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs"
+        "python -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs --memory-dir results/memory"
         " --out {params.out} > {log} 2>&1"
 
 
@@ -72,6 +75,7 @@ rule compare_reference:
 rule figures:
     input:
         summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        memory=expand("results/memory/{run}.json", run=RUNS),
         base="results/eval/base.json",
     output:
         loss=report("results/figures/loss_curves.png", caption="../report/loss_curves.rst", category="3 Figures"),
@@ -89,4 +93,4 @@ rule figures:
         out=lambda w, output: os.path.dirname(output.loss),
     shell:
         "python -m offloadbench.figures --runs-dir results/runs --runs {params.runs} {params.sweep}"
-        " --base {input.base} --out {params.out} > {log} 2>&1"
+        " --base {input.base} --memory-dir results/memory --out {params.out} > {log} 2>&1"

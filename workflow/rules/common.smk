@@ -74,6 +74,12 @@ def base_model_input():
     return [base_model()] if SCRATCH else []
 
 
+def run_model_config(wildcards):
+    """The model folder whose config.json the memory model reads (scratch); hub configs come from
+    the cache the training job filled."""
+    return {"model": run_spec(config, wildcards.run)["model"]["path"]} if SCRATCH else {}
+
+
 def run_inputs(wildcards):
     """A run's tokenized data and, for scratch models, its (pretrained) base model folder."""
     spec = run_spec(config, wildcards.run)

@@ -1,0 +1,22 @@
+# The memory model (src/offloadbench/memory.py): each run's predicted peak per device (weights,
+# gradients, optimizer state, activations) beside what the run measured, with DeepSpeed's own
+# estimate for ZeRO-3 runs. The figures, tables and claim C3 read results/memory/<run>.json.
+
+
+rule memory:
+    input:
+        unpack(run_model_config),
+        summary="results/runs/{run}/summary.json",
+    output:
+        "results/memory/{run}.json",
+    log:
+        "results/logs/memory/{run}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        spec=lambda w: as_arg(run_spec(config, w.run)),
+        model=lambda w, input: input.get("model", model_ref(config)["path"]),
+        revision=revision_arg(model_ref(config)["revision"]),
+    shell:
+        "python -m offloadbench.memory --spec {params.spec:q} --model-config {params.model:q} {params.revision}"
+        " --summary {input.summary} --out {output} > {log} 2>&1"
