@@ -86,3 +86,23 @@ def test_main_writes_every_table_format_and_the_provenance_page(runs_dir, tmp_pa
     assert table.shape[0] == 3
     for row in table.astype(object).where(table.notna(), None).to_dict("records"):
         validate(row, "comparison_row.schema.json")
+
+
+def test_memory_table_sets_prediction_beside_measurement_and_keeps_runs_without_one(tmp_path):
+    from offloadbench.aggregate import memory_table
+
+    memory = {
+        "run": "zero3_offload_cpu",
+        "device": "cuda",
+        "predicted": {d: {"total": t * GIB} for d, t in (("gpu", 4), ("host", 150), ("nvme", 0))},
+        "measured": {"gpu": 5 * GIB, "host": 165 * GIB, "nvme": None},
+        "ratio": {"gpu": 1.25, "host": 1.1, "nvme": None},
+        "deepspeed_estimate": {"gpu_bytes": 2 * GIB, "host_bytes": 200 * GIB},
+    }
+    (tmp_path / "zero3_offload_cpu.json").write_text(json.dumps(memory))
+    table = memory_table(["zero3_offload_cpu", "full"], tmp_path).set_index("run")
+    row = table.loc["zero3_offload_cpu"]
+    assert row["GPU predicted (GiB)"] == 4 and row["GPU measured (GiB)"] == 5 and row["GPU ratio"] == 1.25
+    assert row["host ratio"] == 1.1 and pd.isna(row["NVMe measured (GiB)"])
+    assert row["DeepSpeed est. host (GiB)"] == 200
+    assert pd.isna(table.loc["full", "GPU predicted (GiB)"])  # no memory file: the row stays, empty
