@@ -100,11 +100,14 @@ def hardware() -> dict:
 
 
 def git_commit(root: str | Path = ".") -> str | None:
+    """The checkout's commit; in the Docker image (no .git) the one it was built from, if given."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else None
+        if out.returncode == 0:
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    return os.environ.get("OFFLOADBENCH_GIT_COMMIT") or None
 
 
 def choose_dtype(requested: str) -> tuple[str, str]:

@@ -18,8 +18,6 @@ rule aggregate:
         memory_html=report("results/tables/memory.html", caption="../report/memory.rst", category="4 Memory model"),
     log:
         "results/logs/aggregate/tables.log",
-    conda:
-        "../../environment.yml"
     params:
         spec=as_arg({"runs": RUNS, "baseline_run": config["baseline_run"], "profile": config["profile"]}),
         out=lambda w, output: os.path.dirname(output.comparison),
@@ -39,8 +37,6 @@ rule claims:
         html=report("results/claims.html", caption="../report/claims.rst", category="1 Claims"),
     log:
         "results/logs/claims/claims.log",
-    conda:
-        "../../environment.yml"
     params:
         profile=config["profile"],
         runs=" ".join(CLAIM_RUNS),
@@ -60,8 +56,6 @@ rule compare_reference:
         html=report("results/compare/reference.html", caption="../report/reference.rst", category="5 Reference"),
     log:
         "results/logs/compare_reference/reference.log",
-    conda:
-        "../../environment.yml"
     params:
         reference=os.path.join(config["reference"]["dir"], config["profile"]),
         tolerances=as_arg(config["reference"]["tolerances"]),
@@ -85,8 +79,6 @@ rule figures:
         sweep=[report(f, caption="../report/sweep.rst", category="3 Figures") for f in SWEEP_FIGURES],
     log:
         "results/logs/figures/figures.log",
-    conda:
-        "../../environment.yml"
     params:
         runs=" ".join(CLAIM_RUNS),
         sweep=f"--sweep-runs {' '.join(SWEEP_RUNS)}" if SWEEP_RUNS else "",

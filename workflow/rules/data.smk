@@ -8,8 +8,6 @@ rule corpus:
         hub_access_input,
     output:
         directory("results/corpus/{dataset}"),
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/corpus/{dataset}.log",
     params:
@@ -25,8 +23,6 @@ rule tokenize:
         corpus="results/corpus/{dataset}",
     output:
         directory("results/data/{dataset}"),
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/tokenize/{dataset}.log",
     params:
@@ -46,8 +42,6 @@ rule hub_access:
         "results/hub/access.json",
     log:
         "results/logs/hub_access/access.log",
-    conda:
-        "../../environment.yml"
     params:
         args=hub_access_args(),
     shell:

@@ -11,8 +11,6 @@ rule memory:
         "results/memory/{run}.json",
     log:
         "results/logs/memory/{run}.log",
-    conda:
-        "../../environment.yml"
     params:
         spec=lambda w: as_arg(run_spec(config, w.run)),
         model=lambda w, input: input.get("model", model_ref(config)["path"]),

@@ -9,8 +9,6 @@ rule build_model:
         corpus=f"results/corpus/{PRETRAIN_DATASET}",
     output:
         directory("results/models/{model}-init"),
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/build_model/{model}.log",
     params:
@@ -27,8 +25,6 @@ rule pretrain:
         model=directory("results/models/{model}"),
         summary="results/pretrain/{model}/summary.json",
         metrics="results/pretrain/{model}/metrics.jsonl",
-    conda:
-        "../../environment.yml"
     log:
         "results/logs/pretrain/{model}.log",
     threads: workflow.cores

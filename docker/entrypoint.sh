@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Entrypoint of the offloadbench image: a few hints on stderr, then the command given runs as is
+# (exec: its exit status is the container's, and signals reach it).
+#
+#   docker run --gpus all --ipc=host -v "$PWD/results:/work/results" offloadbench snakemake --cores all
+#
+# - No GPU visible: say so. The default profile still runs on the CPU; the paper profile
+#   (configs/paper.yaml) and benchmarks/gpu_check.py need a CUDA GPU.
+# - A Hugging Face token only ever comes at run time: `-e HF_TOKEN` passes it from the host's
+#   environment, or a file mounted at /run/secrets/hf_token (a Docker secret, or
+#   `-v "$HOME/.cache/huggingface/token:/run/secrets/hf_token:ro"`) is handed to huggingface_hub as
+#   HF_TOKEN_PATH. The token's value is never read, expanded or printed here.
+# - A small /dev/shm (Docker's default is 64 MiB): suggest --ipc=host.
+# - results/ not writable by this user: say how to fix it.
+# - results/reference/ missing (results/ mounted from outside a clone): copied from the image.
+set -euo pipefail
+
+if [ "$#" -eq 0 ]; then
+    set -- snakemake --cores all
+fi
+
+if ! gpus="$(nvidia-smi -L 2>/dev/null)" || [ -z "$gpus" ]; then
+    echo "offloadbench: no GPU visible in this container: add --gpus all to docker run (needs the NVIDIA" \
+        "Container Toolkit on the host). The default profile still runs on the CPU; configs/paper.yaml and" \
+        "benchmarks/gpu_check.py need a CUDA GPU." >&2
+fi
+
+shm_kib="$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $2 }' || true)"
+if [ -n "$shm_kib" ] && [ "$shm_kib" -lt 1048576 ]; then
+    echo "offloadbench: /dev/shm holds only $((shm_kib / 1024)) MiB: add --ipc=host (or --shm-size=8g) to docker run" \
+        "for pinned host memory and multi-process runs." >&2
+fi
+
+token_file="${OFFLOADBENCH_TOKEN_FILE:-/run/secrets/hf_token}"
+if [ -z "${HF_TOKEN:+set}" ] && [ -z "${HF_TOKEN_PATH:+set}" ] && [ -r "$token_file" ]; then
+    export HF_TOKEN_PATH="$token_file"
+fi
+
+if [ -d results ] && [ ! -w results ]; then
+    echo "offloadbench: results/ is not writable by uid $(id -u): build the image with" \
+        "--build-arg USER_UID=\$(id -u) --build-arg USER_GID=\$(id -g), or make the mounted folder writable." >&2
+fi
+
+# A results/ folder mounted from outside the repository hides the shipped reference results that
+# the compare step reads: put the image's copy back (never over an existing one).
+if [ -d /opt/offloadbench/reference ] && [ -w results ] && [ ! -e results/reference ]; then
+    cp -r /opt/offloadbench/reference results/reference
+fi
+
+exec "$@"

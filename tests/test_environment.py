@@ -1,0 +1,87 @@
+"""environment.yml (conda, for users without Docker) agrees with the lock, the Makefile and the
+Dockerfile: the same requirements.lock, the project itself, and the same Python."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+from dockerfile_parse import DockerfileParser
+
+ENV_FILE = REPO / "environment.yml"
+LOCK = REPO / "requirements.lock"
+# conda packages that the lock cannot provide (not Python packages on PyPI's side of the lock)
+CONDA_ONLY = {"python", "pip", "libaio"}
+
+
+@pytest.fixture(scope="module")
+def env() -> dict:
+    return yaml.safe_load(ENV_FILE.read_text())
+
+
+def conda_deps(env: dict) -> dict[str, str | None]:
+    out = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, str):
+            name, _, version = dep.partition("=")
+            out[name.strip()] = version.lstrip("=").strip() or None
+    return out
+
+
+def pip_section(env: dict) -> list[str]:
+    sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(sections) == 1, "one pip section"
+    return sections[0]
+
+
+def lock_names() -> set[str]:
+    return {
+        line.split("==")[0].strip().lower().replace("_", "-")
+        for line in LOCK.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+
+
+def test_pip_section_installs_the_lock_and_the_project(env):
+    pip = pip_section(env)
+    assert pip == ["-r requirements.lock", "-e ."], pip
+    # conda runs the pip section in the environment file's folder: the same lock file as the Makefile's.
+    assert (ENV_FILE.parent / "requirements.lock").resolve() == LOCK.resolve()
+    assert "-r requirements.lock" in (REPO / "Makefile").read_text()
+    # editable, as in `make setup`: offloadbench.config finds configs/ and workflow/ beside src/
+    assert (ENV_FILE.parent / "pyproject.toml").is_file()
+
+
+def test_conda_adds_nothing_the_lock_pins(env):
+    deps = conda_deps(env)
+    assert {"python", "pip"} <= set(deps)
+    assert set(deps) <= CONDA_ONLY, f"{sorted(set(deps) - CONDA_ONLY)}: Python packages come from the lock only"
+    assert not (set(deps) - {"python", "pip"}) & lock_names()
+    assert "conda-forge" in env["channels"] and "defaults" not in env["channels"]
+
+
+def test_libaio_for_nvme_offload(env):
+    assert "libaio" in conda_deps(env), "DeepSpeed's async_io (NVMe offload) links against libaio"
+
+
+def test_one_python_for_conda_docker_the_lock_and_the_references(env):
+    conda_python = conda_deps(env)["python"]
+    assert conda_python and re.fullmatch(r"3\.11\.\d+", conda_python), "an exact 3.11 release"
+    docker_python = DockerfileParser(path=str(REPO / "Dockerfile")).args["PYTHON_VERSION"]
+    assert conda_python == docker_python
+    # the reference results were recorded with this Python (its stdlib is the offline corpus)
+    recorded = {
+        json.loads(p.read_text()).get("versions", {}).get("python")
+        for p in (REPO / "results" / "reference").rglob("*.json")
+    } - {None}
+    assert recorded <= {conda_python}, recorded
+    # the lock was resolved for (and the tests run on) the same minor release
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == conda_python.rsplit(".", 1)[0]
+    makefile = (REPO / "Makefile").read_text()
+    assert not re.search(r"python3\.(?!11\b)\d+", makefile), "the Makefile names no other Python"
+    readme = (REPO / "README.md").read_text()
+    assert "Python 3.11" in readme
