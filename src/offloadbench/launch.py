@@ -1,14 +1,106 @@
-"""The command that starts one training job: plain Python, or torchrun with one process per rank.
+"""The command that starts one training job, from the run's ``world_size`` and ``num_nodes``.
 
-DeepSpeed and multi-process runs go through torchrun (which `accelerate launch` and the
-`deepspeed` launcher also wrap); Trainer reads the rank and world size torchrun sets.
+- one process: ``python``
+- DeepSpeed or several processes on one machine: ``torchrun --standalone --nproc_per_node <ws>``
+  (``accelerate launch`` and the ``deepspeed`` launcher wrap the same elastic agent); Trainer reads
+  the rank and world size torchrun sets.
+- several machines (Slurm only): ``srun`` starts one ``python -m offloadbench.launch`` per node in
+  the job's allocation, and :func:`main` turns the Slurm environment into torchrun's c10d
+  rendezvous (first node of the allocation, port from the job id) and runs torchrun there with
+  ``world_size / num_nodes`` processes. The Slurm executor plugin runs such a job's shell command
+  once, on the first node, without wrapping it in its own ``srun -n1`` (the rule sets the ``mpi``
+  resource for it), so this ``srun`` gets every node, CPU and GPU of the allocation.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+RDZV_PORT_BASE = 29500  # torchrun's default port; jobs sharing a first node get different ports
+
+
+def job_resources(spec: dict) -> dict:
+    """The executor resources of a run's training job (None: not set), as the Slurm plugin reads
+    them: one machine asks for ``--nodes=1 --gpus=<ws>``; several for ``--nodes=N --ntasks=N
+    --gres=gpu:<ws/N>`` (``--gpus`` counts over all nodes), no ``--ntasks-per-gpu`` (tasks_per_gpu
+    0), and ``mpi`` so that the plugin runs the command once instead of inside ``srun -n1``."""
+    ws, nodes = spec["world_size"], spec["num_nodes"]
+    if nodes == 1:
+        return {"gpu": ws, "nodes": 1, "gres": None, "tasks": None, "tasks_per_gpu": None, "mpi": None}
+    return {
+        "gpu": None,
+        "nodes": nodes,
+        "gres": f"gpu:{ws // nodes}",
+        "tasks": nodes,
+        "tasks_per_gpu": 0,
+        "mpi": "srun",
+    }
+
+
+def ranks_per_node(spec: dict) -> int:
+    return spec["world_size"] // spec["num_nodes"]
+
 
 def launcher_command(spec: dict) -> str:
-    """The launcher prefix for `-m offloadbench.train` of a resolved run spec."""
-    if spec["deepspeed"] or spec["world_size"] > 1:
-        return f"torchrun --standalone --nproc_per_node {spec['world_size']}"
+    """The launcher prefix for ``-m offloadbench.train ...`` of a resolved run spec."""
+    ws, nodes = spec["world_size"], spec["num_nodes"]
+    if nodes > 1:
+        return (
+            f"srun --nodes {nodes} --ntasks-per-node 1 --kill-on-bad-exit=1 "
+            f"python -m offloadbench.launch --nnodes {nodes} --nproc-per-node {ranks_per_node(spec)}"
+        )
+    if spec["deepspeed"] or ws > 1:
+        return f"torchrun --standalone --nproc_per_node {ws}"
     return "python"
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list (``gpu[01-04],gpu07`` -> ``gpu01``)."""
+    if "[" not in nodelist:
+        return nodelist.split(",")[0]
+    if not shutil.which("scontrol"):
+        raise RuntimeError(f"cannot expand the Slurm node list {nodelist!r}: scontrol is not on PATH")
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def torchrun_args(nnodes: int, nproc_per_node: int, env: dict) -> list[str]:
+    """torchrun's options for one node of a multi-node Slurm job (every node computes the same)."""
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    job = env.get("SLURM_JOB_ID")
+    if not nodelist or not job:
+        raise RuntimeError("a multi-node run starts inside a Slurm allocation (SLURM_JOB_ID, SLURM_JOB_NODELIST)")
+    port = RDZV_PORT_BASE + int(job) % 1000
+    return [
+        f"--nnodes={nnodes}",
+        f"--nproc_per_node={nproc_per_node}",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint={first_host(nodelist)}:{port}",
+        f"--rdzv_id={job}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m offloadbench.launch --nnodes N --nproc-per-node G -m offloadbench.train ...``"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m offloadbench.launch", usage=main.__doc__)
+    parser.add_argument("--nnodes", type=int, required=True)
+    parser.add_argument("--nproc-per-node", type=int, required=True)
+    if "-m" not in argv:
+        parser.error("the training module goes after -m")
+    split = argv.index("-m")
+    opts = parser.parse_args(argv[:split])
+    from torch.distributed.run import main as torchrun
+
+    args = torchrun_args(opts.nnodes, opts.nproc_per_node, dict(os.environ))
+    print("[offloadbench] torchrun", " ".join(args), file=sys.stderr, flush=True)
+    torchrun([*args, *argv[split:]])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

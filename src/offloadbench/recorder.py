@@ -1,15 +1,20 @@
 """One measurement recorder for every run: per-step metrics.jsonl and the peaks for summary.json.
 
-Host memory is the resident set of the training process and its children, sampled by a thread
-(psutil) and floored by the kernel's own peak of this process (ru_maxrss). GPU memory comes from
+Host memory is the resident set of the training process plus its children's own (unique) memory,
+sampled by a thread (psutil) and floored by the kernel's own peak of this process (ru_maxrss). GPU memory comes from
 torch's allocator counters and, separately, from NVML: bitsandbytes' paged optimizer state is CUDA
-managed memory, which torch's counters do not see.
+managed memory, which torch's counters do not see. Every rank measures its own process; rank 0
+writes the metrics and the summary, which lists each rank's peaks (:func:`gather_ranks`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 import resource
+import socket
 import threading
 import time
 from pathlib import Path
@@ -43,16 +48,7 @@ class MemorySampler:
             self._nvml = None
 
     def sample(self) -> None:
-        rss = 0
-        try:
-            rss = self._proc.memory_info().rss
-            for child in self._proc.children(recursive=True):
-                try:
-                    rss += child.memory_info().rss
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
+        rss = tree_rss(self._proc)
         self.host_rss_peak = max(self.host_rss_peak, rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         if self._nvml:
             nv, handle = self._nvml
@@ -72,6 +68,75 @@ class MemorySampler:
         if self._thread.is_alive():
             self._thread.join()
         self.sample()
+
+
+def tree_rss(proc: psutil.Process | None = None) -> int:
+    """Resident bytes of a process (this one by default) plus its children's own memory.
+
+    Children count with their unique set size: a child forked from the training process (DeepSpeed
+    runs py-cpuinfo in a subprocess when it loads its CPU Adam op) shares all of the parent's pages
+    until it execs, and its RSS would count them a second time."""
+    proc = proc or psutil.Process()
+    try:
+        rss = proc.memory_info().rss
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        return 0
+    for child in children:
+        try:
+            rss += child.memory_full_info().uss
+        except psutil.Error:
+            pass
+    return rss
+
+
+def rng_fingerprint() -> dict:
+    """The random number generators' states, compactly: torch's initial seed and a SHA-256 of each
+    generator's full state (torch CPU, every CUDA device, numpy's global, Python's ``random``).
+    Two runs whose fingerprints match drew the same random numbers from there on."""
+    import numpy as np
+    import torch
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = None
+    if torch.cuda.is_available():
+        cuda = sha(b"".join(s.cpu().numpy().tobytes() for s in torch.cuda.get_rng_state_all()))
+    return {
+        "torch_initial_seed": int(torch.initial_seed()),
+        "torch_sha256": sha(torch.get_rng_state().numpy().tobytes()),
+        "cuda_sha256": cuda,
+        "numpy_sha256": sha(repr((kind, int(pos), int(has_gauss), float(cached))).encode() + keys.tobytes()),
+        "python_sha256": sha(repr(random.getstate()).encode()),
+    }
+
+
+def gather_ranks(entry: dict) -> list[dict]:
+    """Every rank's ``entry`` (its own peaks), in rank order; collective: all ranks must call it.
+
+    Goes over the job's torch.distributed group (gloo or NCCL); a single process returns [entry]."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [entry]
+    entries: list = [None] * dist.get_world_size()
+    dist.all_gather_object(entries, entry)
+    return sorted(entries, key=lambda e: e["rank"])
+
+
+def rank_entry(rank: int, sampler: MemorySampler, baseline: int | None) -> dict:
+    """One rank's memory for summary.json's ``ranks``."""
+    return {
+        "rank": rank,
+        "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
+        "host": socket.gethostname(),
+        "host_rss_baseline_bytes": baseline,
+        "host_rss_peak_bytes": sampler.host_rss_peak,
+        **gpu_peaks(),
+        "gpu_nvml_used_peak_bytes": sampler.nvml_used_peak,
+    }
 
 
 def gpu_peaks() -> dict:
@@ -114,11 +179,14 @@ class MetricsRecorder(TrainerCallback):
         self.io_bytes = 0
         self.train_s = 0.0
         self.last_loss = None
+        self.rng: dict | None = None  # the RNG states when training starts (rng_fingerprint)
         self._interval_s = 0.0
         self._interval_steps = 0
         self._t0 = self._io0 = self._train0 = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # After Trainer has seeded everything; a resumed run restores its checkpoint's RNG states later.
+        self.rng = rng_fingerprint()
         self._train0 = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):

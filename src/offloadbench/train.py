@@ -5,6 +5,7 @@ Launched by the ``train`` rule for every run in the config, one process per rank
     python -m offloadbench.train --spec '<run spec JSON>' --data results/data/<dataset> \
         --out results/runs/<run>
     torchrun --standalone --nproc_per_node <world_size> -m offloadbench.train ...   # DeepSpeed runs
+    srun ... python -m offloadbench.launch --nnodes N ... -m offloadbench.train ... # several machines
 
 and by the ``pretrain`` rule with ``--save-model results/models/<model>``.
 
@@ -18,8 +19,9 @@ What the switches mean:
 - deepspeed: a ZeRO config; its ``offload_param`` / ``offload_optimizer`` sections move
   parameters and optimizer state to CPU memory or NVMe.
 
-Outputs in ``--out``: ``metrics.jsonl`` (one line per logged step), ``summary.json`` (the results
-contract, workflow/schemas/summary.schema.json), ``model/`` (the final checkpoint: a full model
+Outputs in ``--out``: ``metrics.jsonl`` (one line per logged step, rank 0's), ``summary.json`` (the
+results contract, workflow/schemas/summary.schema.json; rank 0's measurements plus every rank's
+memory peaks under ``ranks``), ``model/`` (the final checkpoint: a full model
 or a LoRA adapter) and ``checkpoints/`` (resume points, removed after a successful run).
 """
 
@@ -41,7 +43,7 @@ import torch
 from .config import PreflightError, canonical_json, load_spec, read_deepspeed_config, spec_sha256
 from .env import choose_dtype, git_commit, hardware, prepare_process, torch_dtype, versions
 from .io import tree_bytes, write_json, write_text
-from .recorder import MemorySampler, MetricsRecorder, gpu_peaks
+from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, rank_entry, tree_rss
 
 
 def world() -> tuple[int, int]:
@@ -319,6 +321,12 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     # TrainingArguments before from_pretrained: it registers the DeepSpeed config so that a
     # ZeRO-3 model is built partitioned (zero.Init) instead of whole on one process.
     args = training_arguments(spec, out, device, dtype_name, ds)
+    # The runtime's own host memory (interpreter, torch, transformers, peft, DeepSpeed, CUDA
+    # context), measured after the imports every run makes and before the model loads.
+    import peft  # noqa: F401
+    from transformers import Trainer  # noqa: F401
+
+    host_rss_baseline = tree_rss()
     with phase("load model"):
         model = load_model(spec, device, dtype_name, zero3)
     params_total, params_trainable = count_params(model)
@@ -346,6 +354,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     with phase("evaluate"):
         eval_loss = evaluate(trainer, data, tr["eval_max_blocks"])
     sampler.stop()
+    ranks = gather_ranks(rank_entry(rank, sampler, host_rss_baseline))
 
     final = save_model or out / "model"
     with phase("save"):
@@ -371,6 +380,8 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         wall_s=time.perf_counter() - t0,
         train_s=recorder.train_s,
         tokens_per_s=recorder.tokens_per_s,
+        train_batch_size=train_batch_size(trainer, tr, world_size),
+        host_rss_baseline_bytes=host_rss_baseline,
         host_rss_peak_bytes=sampler.host_rss_peak,
         **gpu_peaks(),
         gpu_nvml_used_peak_bytes=sampler.nvml_used_peak,
@@ -381,10 +392,21 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         checkpoint_bytes=tree_bytes(final) if is_main else None,
         optimizer_fallback=optimizer_fallback,
         resumed_from=resume,
+        rng=recorder.rng,
+        ranks=ranks,
     )
     if is_main:
         write_json(out / "summary.json", summary)
     return summary
+
+
+def train_batch_size(trainer, tr: dict, world_size: int) -> int:
+    """Blocks per optimizer step over all ranks: what the DeepSpeed engine used for DeepSpeed runs
+    (its config's "auto" filled in by Trainer), else micro-batch x accumulation x world size."""
+    engine = trainer.model_wrapped
+    if hasattr(engine, "train_batch_size") and callable(engine.train_batch_size):
+        return int(engine.train_batch_size())
+    return tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size
 
 
 def summary_record(spec: dict, **fields) -> dict:
@@ -398,6 +420,8 @@ def summary_record(spec: dict, **fields) -> dict:
         "tokens_seen",
         "train_s",
         "tokens_per_s",
+        "train_batch_size",
+        "host_rss_baseline_bytes",
         "host_rss_peak_bytes",
         "gpu_allocated_peak_bytes",
         "gpu_reserved_peak_bytes",
@@ -410,6 +434,8 @@ def summary_record(spec: dict, **fields) -> dict:
         "optimizer_fallback",
         "resumed_from",
         "error",
+        "rng",
+        "ranks",
     )
     off = fields.pop("offload")
     return {

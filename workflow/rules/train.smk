@@ -1,10 +1,25 @@
 # One training job per run in config `runs` (src/offloadbench/train.py). Method and offload are
-# configuration; DeepSpeed and multi-process runs are launched through torchrun.
+# configuration; DeepSpeed and multi-process runs are launched through torchrun, and runs over
+# several machines through srun + torchrun (src/offloadbench/launch.py).
 # Each job takes every core: timings of jobs that share a machine would not be comparable.
 # Besides the declared outputs a run folder holds model/ (the final checkpoint or LoRA adapter) and,
 # while a run is unfinished, checkpoints/ (resume points: a rerun after a kill continues there).
 # A run that fails while training still ends the job successfully, with status failed or oom in
 # its summary, so the tables show it and the rest of the workflow goes on.
+#
+# Resources come from the run (world_size, num_nodes), so executors place each job right; the
+# profiles in workflow/profiles/ add what depends on the cluster (memory, time, CPUs per GPU):
+#   gpu           GPUs of a one-machine job (Slurm --gpus, Kubernetes nvidia.com/gpu). Locally it
+#                 only limits anything when given: `--resources gpu=<GPUs in the machine>`.
+#   nodes         machines (Slurm --nodes); a one-machine job says 1 so Slurm never splits its GPUs.
+#   gres, tasks, tasks_per_gpu, mpi
+#                 runs over several machines: gpu:<per node> on each node (Slurm --gres), one task
+#                 per node (--ntasks), no --ntasks-per-gpu, and mpi marks the job as one whose shell
+#                 command starts its own srun (launch.py), so the executor does not wrap it in one.
+#   cpus_per_gpu  threads of each rank (OMP_NUM_THREADS; Slurm --cpus-per-gpu). Locally: every core
+#                 shared out over the ranks of the job; a profile may set it.
+# (offloadbench.launch.job_resources derives them from the run.)
+from offloadbench.launch import job_resources, ranks_per_node
 
 
 rule train:
@@ -19,13 +34,20 @@ rule train:
     log:
         "results/logs/train/{run}.log",
     threads: workflow.cores
+    resources:
+        gpu=lambda w: job_resources(run_spec(config, w.run))["gpu"],
+        nodes=lambda w: job_resources(run_spec(config, w.run))["nodes"],
+        gres=lambda w: job_resources(run_spec(config, w.run))["gres"],
+        tasks=lambda w: job_resources(run_spec(config, w.run))["tasks"],
+        tasks_per_gpu=lambda w: job_resources(run_spec(config, w.run))["tasks_per_gpu"],
+        mpi=lambda w: job_resources(run_spec(config, w.run))["mpi"],
+        cpus_per_gpu=lambda w, threads: max(1, threads // ranks_per_node(run_spec(config, w.run))),
     params:
         spec=lambda w: as_arg(run_spec(config, w.run)),
         launcher=lambda w: launcher(w.run),
-        threads_per_rank=lambda w, threads: max(1, threads // run_spec(config, w.run)["world_size"]),
         out=lambda w, output: os.path.dirname(output.summary),
     shell:
-        "OMP_NUM_THREADS={params.threads_per_rank} {params.launcher} -m offloadbench.train"
+        "OMP_NUM_THREADS={resources.cpus_per_gpu} {params.launcher} -m offloadbench.train"
         " --spec {params.spec:q} --data {input.data} --out {params.out} > {log} 2>&1"
 
 
@@ -40,8 +62,12 @@ rule evaluate_base:
     conda:
         "../../environment.yml"
     threads: workflow.cores
+    resources:
+        gpu=1,
+        nodes=1,
+        cpus_per_gpu=lambda w, threads: threads,
     params:
         spec=as_arg(base_eval_spec(config)),
     shell:
-        "OMP_NUM_THREADS={threads} python -m offloadbench.train --eval-only --spec {params.spec:q}"
+        "OMP_NUM_THREADS={resources.cpus_per_gpu} python -m offloadbench.train --eval-only --spec {params.spec:q}"
         " --data {input.data} --out {output} > {log} 2>&1"
