@@ -85,3 +85,18 @@ def test_one_python_for_conda_docker_the_lock_and_the_references(env):
     assert not re.search(r"python3\.(?!11\b)\d+", makefile), "the Makefile names no other Python"
     readme = (REPO / "README.md").read_text()
     assert "Python 3.11" in readme
+
+
+def test_rules_conda_environment_is_the_same_python_and_lock_seen_from_snakemakes_copy(env):
+    """Snakemake copies a rule's env file to .snakemake/conda/<hash>.yaml and conda runs pip there:
+    the rules' file must reach the same lock and project from that folder."""
+    rules_env = yaml.safe_load((REPO / "workflow" / "envs" / "offloadbench.yaml").read_text())
+    assert conda_deps(rules_env) == conda_deps(env)
+    copied_to = REPO / ".snakemake" / "conda"
+    requirement, project = pip_section(rules_env)
+    assert requirement.startswith("-r ") and project.startswith("-e ")
+    assert (copied_to / requirement[3:]).resolve() == LOCK
+    assert (copied_to / project[3:]).resolve() == REPO
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = rules.read_text()
+        assert text.count('conda:\n        "../envs/offloadbench.yaml"') == text.count("\nrule "), rules.name

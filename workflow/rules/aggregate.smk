@@ -16,6 +16,8 @@ rule aggregate:
         provenance=report("results/tables/provenance.html", caption="../report/provenance.rst", category="6 Provenance"),
         memory=multiext("results/tables/memory", ".csv", ".md"),
         memory_html=report("results/tables/memory.html", caption="../report/memory.rst", category="4 Memory model"),
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/aggregate/tables.log",
     params:
@@ -35,6 +37,8 @@ rule claims:
         json="results/claims.json",
         md="results/claims.md",
         html=report("results/claims.html", caption="../report/claims.rst", category="1 Claims"),
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/claims/claims.log",
     params:
@@ -54,6 +58,8 @@ rule compare_reference:
         json="results/compare/reference.json",
         md="results/compare/reference.md",
         html=report("results/compare/reference.html", caption="../report/reference.rst", category="5 Reference"),
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/compare_reference/reference.log",
     params:
@@ -77,6 +83,8 @@ rule figures:
         speed=report("results/figures/throughput.png", caption="../report/throughput.rst", category="3 Figures"),
         pdf=multiext("results/figures/", "loss_curves.pdf", "memory.pdf", "throughput.pdf"),
         sweep=[report(f, caption="../report/sweep.rst", category="3 Figures") for f in SWEEP_FIGURES],
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/figures/figures.log",
     params:

@@ -8,6 +8,8 @@ rule corpus:
         hub_access_input,
     output:
         directory("results/corpus/{dataset}"),
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/corpus/{dataset}.log",
     params:
@@ -23,6 +25,8 @@ rule tokenize:
         corpus="results/corpus/{dataset}",
     output:
         directory("results/data/{dataset}"),
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/tokenize/{dataset}.log",
     params:
@@ -40,6 +44,8 @@ rule tokenize:
 rule hub_access:
     output:
         "results/hub/access.json",
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/hub_access/access.log",
     params:

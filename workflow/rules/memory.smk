@@ -9,6 +9,8 @@ rule memory:
         summary="results/runs/{run}/summary.json",
     output:
         "results/memory/{run}.json",
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/memory/{run}.log",
     params:

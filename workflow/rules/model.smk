@@ -9,6 +9,8 @@ rule build_model:
         corpus=f"results/corpus/{PRETRAIN_DATASET}",
     output:
         directory("results/models/{model}-init"),
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/build_model/{model}.log",
     params:
@@ -25,6 +27,8 @@ rule pretrain:
         model=directory("results/models/{model}"),
         summary="results/pretrain/{model}/summary.json",
         metrics="results/pretrain/{model}/metrics.jsonl",
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/pretrain/{model}.log",
     threads: workflow.cores

@@ -24,13 +24,12 @@ from offloadbench.launch import job_resources, ranks_per_node
 
 rule train:
     input:
-        data=f"results/data/{DATASET}",
-        model=base_model_input(),
+        unpack(run_inputs),
     output:
         summary="results/runs/{run}/summary.json",
         metrics="results/runs/{run}/metrics.jsonl",
     conda:
-        "../../environment.yml"
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/train/{run}.log",
     threads: workflow.cores
@@ -57,10 +56,10 @@ rule evaluate_base:
         model=base_model_input(),
     output:
         "results/eval/base.json",
+    conda:
+        "../envs/offloadbench.yaml"
     log:
         "results/logs/evaluate_base/base.log",
-    conda:
-        "../../environment.yml"
     threads: workflow.cores
     resources:
         gpu=1,
