@@ -117,3 +117,20 @@ def test_dtype_follows_the_hardware_and_refuses_what_it_lacks():
     assert choose_dtype("bf16") == ("cpu", "bf16")
     with pytest.raises(PreflightError, match="training.dtype.*fp16"):
         choose_dtype("fp16")
+
+
+def test_run_whose_predicted_disk_exceeds_the_free_space_stops_before_loading(model_dir, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from offloadbench import train
+
+    spec = spec_for("zero3_offload_nvme", model_dir)
+    spec["nvme_dir"] = str(tmp_path / "swap")
+    train.check_disk(spec, tmp_path / "run", "cpu")  # this disk has room: no error
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: usage(2**30, 2**30, 1024))
+    with pytest.raises(PreflightError) as err:
+        train.check_disk(spec, tmp_path / "run", "cpu")
+    message = str(err.value)
+    assert "run zero3_offload_nvme" in message and str(tmp_path) in message
+    assert "NVMe swap files" in message and "resume checkpoints" in message and "0.00 GiB is free" in message

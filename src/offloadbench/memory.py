@@ -3,12 +3,14 @@
 The prediction counts tensors, from the model's config.json and the run spec, the way this
 repository trains (src/offloadbench/train.py):
 
-- weights: full and lora load the base in fp32 (bf16 on CUDA is autocast, not stored); qlora
-  stores the decoder's linear layers in 4-bit NF4 and, after prepare_model_for_kbit_training,
-  everything else (embeddings, norms, lm_head) in fp32; ZeRO-3 holds the model in the run's
-  dtype, partitioned over the ranks, plus an fp32 master copy inside the optimizer.
-- gradients: fp32 for the trainable parameters (in the model's dtype for ZeRO-3, plus the fp32
-  copy its optimizer steps on).
+- weights: full loads the model in fp32 (bf16/fp16 on CUDA is autocast over fp32 master weights);
+  lora loads the frozen base in the run's dtype (bf16/fp16 on CUDA, fp32 on CPU) and PEFT keeps
+  the adapters in fp32; qlora stores the decoder's linear layers in 4-bit NF4 and, after
+  prepare_model_for_kbit_training, everything else (embeddings, norms, lm_head) in fp32; ZeRO-3
+  holds the model in the run's dtype, partitioned over the ranks, plus an fp32 master copy
+  inside the optimizer.
+- gradients: fp32 for the trainable parameters, the LoRA adapters included (in the model's
+  dtype for ZeRO-3, plus the fp32 copy its optimizer steps on).
 - optimizer: AdamW's two moments (fp32; 8-bit for paged_adamw_8bit).
 - activations: what autograd keeps for backward, tensor by tensor, for one micro-batch through
   transformers' LlamaForCausalLM with SDPA attention, plus the loss gradient at the start of
@@ -139,12 +141,13 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
     return 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
 
 
-def base_bytes(cfg: dict, spec: dict) -> float:
-    """The model's weights as train.py loads them, without adapters: fp32, or for qlora the
-    decoder's projections in NF4 and the rest (embedding, norms, lm_head) in fp32."""
+def base_bytes(cfg: dict, spec: dict, p: dict) -> float:
+    """The model's weights as train.py loads them, without adapters: p["base"] bytes each (fp32,
+    or for lora the run's dtype), or for qlora the decoder's projections in NF4 and the rest
+    (embedding, norms, lm_head) in fp32."""
     counts = param_counts(cfg)
     if spec["method"] != "qlora":
-        return 4 * counts["total"]
+        return p["base"] * counts["total"]
     nf4 = nf4_bytes_per_param(spec["quantization"]["double_quant"])
     return counts["linear"] * nf4 + 4 * (counts["total"] - counts["linear"])
 
@@ -157,22 +160,31 @@ def precision(spec: dict, device: str, zero3: bool) -> dict:
     """Bytes per element of the tensors the activations are made of.
 
     - dtype auto: bf16 on CUDA (env.choose_dtype; every GPU class we name has bf16), fp32 on CPU.
-    - Without DeepSpeed, Trainer autocasts an fp32 model: matmul outputs and attention are in the
-      16-bit dtype ("act") while the residual stream and RMSNorm stay fp32 ("resid"), and every
-      autocast linear keeps a 16-bit copy of its input and of its weight for backward.
-    - ZeRO-3 with bf16/fp16 holds the model itself in 16 bits: no autocast, 16-bit residual stream.
-    - qlora: prepare_model_for_kbit_training makes the non-quantized weights fp32, so the residual
-      stream is fp32, and bitsandbytes' 4-bit layers return their input's dtype.
+    - The (non-quantized) weights of the base ("base"): fp32 for full and qlora
+      (prepare_model_for_kbit_training makes them fp32), the run's dtype for lora (train.py loads
+      the frozen base in it) and for ZeRO-3 (DeepSpeed holds the model itself in 16 bits). The
+      residual stream, RMSNorm outputs and RoPE's cos/sin are in that dtype ("resid"): the
+      embedding's output is, and each norm casts back to it.
+    - Without DeepSpeed, Trainer autocasts a 16-bit run: matmul outputs and attention are in the
+      16-bit dtype ("act"), and every autocast linear keeps 16-bit copies of its input and weight
+      for backward where they are not 16-bit already (fp32 weights of full, of the LoRA adapters
+      and of qlora's lm_head; none of a 16-bit lora base). ZeRO-3 does not autocast.
+    - PEFT casts a LoRA adapter's input to the adapter weights' dtype ("adapter"): fp32, as
+      get_peft_model keeps them (autocast_adapter_dtype), or 16 bits under ZeRO-3.
+    - qlora: bitsandbytes' 4-bit layers return their input's dtype.
     """
     dtype = spec["training"]["dtype"]
     if dtype == "auto":
         dtype = "bf16" if device == "cuda" else "fp32"
     act = DTYPE_BYTES[dtype]
     qlora = spec["method"] == "qlora"
+    base = act if not qlora and (zero3 or spec["method"] == "lora") else 4
     return {
         "dtype": dtype,
         "act": act,
-        "resid": act if zero3 and not qlora else 4,
+        "base": base,
+        "resid": base,
+        "adapter": act if zero3 and not qlora else 4,
         "autocast": act < 4 and not zero3,
         "qlora": qlora,
         "cuda": device == "cuda",
@@ -187,8 +199,9 @@ def read_deepspeed(spec: dict) -> dict | None:
     return json.loads(Path(path).read_text())
 
 
-def zero3_settings(ds: dict | None) -> dict | None:
-    """Where ZeRO-3 keeps parameters and optimizer state, with DeepSpeed's defaults filled in."""
+def zero3_settings(ds: dict | None, cfg: dict | None = None) -> dict | None:
+    """Where ZeRO-3 keeps parameters and optimizer state, with DeepSpeed's defaults filled in
+    ("buffer_size": "auto" is the model's largest tensor, as train.largest_parameter fills it)."""
     zero = (ds or {}).get("zero_optimization") or {}
     if zero.get("stage") != 3:
         return None
@@ -200,12 +213,22 @@ def zero3_settings(ds: dict | None) -> dict | None:
         "reduce_bucket_size": int(zero.get("reduce_bucket_size", d["reduce_bucket_size"])),
         "sub_group_size": int(zero.get("sub_group_size", d["sub_group_size"])),
         "param_buffer_count": int(op.get("buffer_count", d["param_buffer_count"])),
-        "param_buffer_size": int(op.get("buffer_size", d["param_buffer_size"])),
+        "param_buffer_size": largest_tensor(cfg)
+        if op.get("buffer_size") == "auto"
+        else int(op.get("buffer_size", d["param_buffer_size"])),
         "max_in_cpu": int(op.get("max_in_cpu", d["max_in_cpu"])),
         "optimizer_buffer_count": int(oo.get("buffer_count", d["optimizer_buffer_count"])),
         # DeepSpeed swaps a tensor only if it has at least this many bytes; smaller ones stay in memory.
         "min_aio_bytes": max(MiB, int(aio.get("block_size", d["aio_block_size"]))),
     }
+
+
+def largest_tensor(cfg: dict | None) -> int:
+    """Elements of a Llama's largest weight: the embedding / LM head or an MLP projection."""
+    if cfg is None:
+        raise ValueError('offload_param.buffer_size "auto" needs the model config')
+    a = arch(cfg)
+    return max(a["V"] * a["H"], a["I"] * a["H"], a["q"] * a["H"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,9 +245,10 @@ def layer_bytes_per_token(a: dict, spec: dict, p: dict) -> tuple[float, float]:
     input) and one fp32 logsumexp per head. MLP: gate_proj's output (silu's input), silu's output
     and up_proj's output (the product's inputs); the product (down_proj's input) only if
     down_proj trains. A linear layer keeps its input only if its weight trains (q/k/v share one
-    input, gate/up another; under autocast each call keeps its own 16-bit copy). A LoRA adapter
-    keeps its dropout mask (bool on CUDA, the input's dtype on CPU), its dropout output (lora_A's
-    input) and lora_A's output (lora_B's input).
+    input, gate/up another; under autocast each call keeps its own 16-bit copy). A LoRA adapter,
+    whose input PEFT casts to the adapters' dtype first, keeps its dropout mask (bool on CUDA,
+    the adapters' dtype on CPU), its dropout output (lora_A's input, a 16-bit copy of it under
+    autocast) and lora_A's output (lora_B's input).
     """
     h, inter, act, res = a["H"], a["I"], p["act"], p["resid"]
     full = spec["method"] == "full"
@@ -239,9 +263,8 @@ def layer_bytes_per_token(a: dict, spec: dict, p: dict) -> tuple[float, float]:
     for name, (fin, _) in projections(a).items():
         if spec["method"] == "full" or name not in lora["target_modules"]:
             continue
-        dtype_in = {"o_proj": act, "down_proj": mlp}.get(name, res)
-        mask = (1 if p["cuda"] else dtype_in) * fin if lora.get("dropout", 0) > 0 else 0
-        keep = act if p["autocast"] else dtype_in
+        mask = (1 if p["cuda"] else p["adapter"]) * fin if lora.get("dropout", 0) > 0 else 0
+        keep = act if p["autocast"] else p["adapter"]
         b += mask + keep * (fin + lora["r"])
         if name in ("q_proj", "k_proj", "v_proj"):
             first += mask
@@ -251,20 +274,23 @@ def layer_bytes_per_token(a: dict, spec: dict, p: dict) -> tuple[float, float]:
 def autocast_weight_copies(cfg: dict, spec: dict, p: dict) -> tuple[int, int, int]:
     """16-bit copies of the weights that autocast linears keep for backward: (per decoder layer,
     outside the layers, those of the per-layer ones the first layer of a frozen model does not
-    keep: q/k/v and their lora_A see an input that needs no gradient there). 4-bit layers keep
-    none (bitsandbytes keeps the packed weight itself)."""
+    keep: q/k/v and their lora_A see an input that needs no gradient there). Only fp32 weights are
+    copied: the LoRA adapters, the base of full and qlora's lm_head; a 16-bit base (lora) is used
+    as it is, and 4-bit layers keep none (bitsandbytes keeps the packed weight itself)."""
     if not p["autocast"]:
         return 0, 0, 0
     a, lora = arch(cfg), spec["lora"]
     proj = projections(a)
     qkv = ("q_proj", "k_proj", "v_proj")
-    base = 0 if p["qlora"] else 1
+    fp32_base = p["base"] > p["act"]
+    base = 0 if p["qlora"] or not fp32_base else 1
     per_layer = base * sum(i * o for i, o in proj.values())
     first = base * sum(i * o for n, (i, o) in proj.items() if n in qkv)
     if spec["method"] != "full":
         per_layer += sum(lora["r"] * (i + o) for n, (i, o) in proj.items() if n in lora["target_modules"])
         first += sum(lora["r"] * i for n, (i, o) in proj.items() if n in lora["target_modules"] and n in qkv)
-    head = a["V"] * a["H"]  # lm_head is never quantized (transformers keeps it in full precision)
+    # lm_head is never quantized (transformers keeps it in full precision): copied if it is fp32
+    head = a["V"] * a["H"] if fp32_base else 0
     return per_layer * p["act"], head * p["act"], first * p["act"]
 
 
@@ -318,7 +344,7 @@ def _align(numel: int, alignment: int) -> int:
 def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dict:
     """Predicted peak bytes per device and component for one rank of a run (host: per node)."""
     ds = read_deepspeed(spec)
-    z3 = zero3_settings(ds)
+    z3 = zero3_settings(ds, model_config)
     p = precision(spec, device, bool(z3))
     counts = param_counts(model_config)
     tr, method = spec["training"], spec["method"]
@@ -332,7 +358,7 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         # A CPU-only run keeps what would be on the accelerator in host memory.
         out["host" if where == "gpu" and device == "cpu" else where][component] += int(nbytes)
 
-    base = base_bytes(model_config, spec)
+    base = base_bytes(model_config, spec, p)
     acts = activation_bytes(model_config, spec, p, block_size)
     offload_acts = tr["activation_offload"] and device == "cuda"
 
@@ -347,9 +373,10 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         if opt == "adamw_torch" and device == "cuda":
             put("gpu", "optimizer", 4 * trainable)  # foreach AdamW's temporary (sqrt of the second moment)
         if method in ("full", "lora") and device == "cuda":
-            # from_pretrained builds the fp32 model on the CPU; Trainer then moves it to the GPU.
+            # from_pretrained builds the model on the CPU; Trainer then moves it to the GPU.
             put("host", "weights", base)
-            notes.append("host: the fp32 model is built in host memory before Trainer moves it to the GPU")
+            loaded = "fp32" if p["base"] == 4 else p["dtype"]
+            notes.append(f"host: the {loaded} model is built in host memory before Trainer moves it to the GPU")
         if device == "cpu" and opt.startswith("paged_"):
             notes.append(f"{opt}: bitsandbytes falls back to its non-paged optimizer on CPU (32-bit states counted)")
         elif opt.startswith("paged_"):
@@ -528,6 +555,12 @@ def assumptions(spec: dict, device: str, p: dict, z3: dict | None, block_size: i
             "CPU-only run: everything that would be on the accelerator is in host memory and reported under "
             f"host (gpu is 0); {p['dtype']} training"
         )
+    elif p["autocast"] and p["base"] < 4:
+        out.append(
+            f"frozen base loaded in {p['dtype']}, LoRA adapters, their gradients and optimizer state in fp32; "
+            f"{p['dtype']} autocast: 16-bit matmul outputs and residual stream, and 16-bit copies of the adapter "
+            "weights kept for backward (counted under activations)"
+        )
     elif p["autocast"]:
         out.append(
             f"{p['dtype']} autocast over fp32 weights: 16-bit matmul outputs, fp32 residual stream, and 16-bit "
@@ -568,8 +601,11 @@ def predicted_disk_bytes(spec: dict, model_config: dict, block_size: int, device
     resume checkpoints Trainer keeps (save_total_limit=2, so three exist while a new one is being
     written), all in the run folder; tokenizer and config files (a few MB) are not counted."""
     pred = predict(spec, model_config, block_size, device)
-    counts, p = param_counts(model_config), precision(spec, device, bool(zero3_settings(read_deepspeed(spec))))
-    z3 = zero3_settings(read_deepspeed(spec))
+    counts, p = (
+        param_counts(model_config),
+        precision(spec, device, bool(zero3_settings(read_deepspeed(spec), model_config))),
+    )
+    z3 = zero3_settings(read_deepspeed(spec), model_config)
     trainable = pred["params"]["trainable"]
     if spec["method"] != "full":
         final = 4 * trainable  # the LoRA adapter (fp32), not the base
@@ -616,7 +652,7 @@ def deepspeed_estimate(spec: dict, model_config: dict, device: str = "cuda") -> 
     would be one tensor's size; the total is counted by parameter identity instead (the same
     de-duplication) and only largest_layer_params is taken from it.
     """
-    z3 = zero3_settings(read_deepspeed(spec))
+    z3 = zero3_settings(read_deepspeed(spec), model_config)
     if z3 is None:
         return None
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if _has_cuda() else "cpu")
@@ -758,11 +794,11 @@ def estimate_time(spec: dict, model_config: dict, block_size: int, gpu: dict = H
     tokens = tr["micro_batch_size"] * micro * block_size
     compute = per_token * tokens / (gpu["bf16_flops"] * gpu["mfu"])
     pcie = nvme = 0.0
-    z3 = zero3_settings(read_deepspeed(spec))
+    z3 = zero3_settings(read_deepspeed(spec), model_config)
     p = precision(spec, "cuda", bool(z3))
     trainable = counts["total"] if method == "full" else lora_params(model_config, spec["lora"])
     if z3:
-        lp = base_bytes(model_config, spec) if p["qlora"] else p["act"] * counts["total"]
+        lp = base_bytes(model_config, spec, p) if p["qlora"] else p["act"] * counts["total"]
         passes = micro * (3 if tr["gradient_checkpointing"] else 2)  # forward, backward (and recompute)
         if z3["params"] != "none":
             pcie += passes * lp  # every pass gathers the parameters from the host

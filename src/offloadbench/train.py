@@ -62,7 +62,21 @@ def load_deepspeed_config(spec: dict) -> dict | None:
             nvme = Path(spec["nvme_dir"]).resolve()
             nvme.mkdir(parents=True, exist_ok=True)
             off["nvme_path"] = str(nvme)
+    param = zero.get("offload_param") or {}
+    if param.get("buffer_size") == "auto":
+        param["buffer_size"] = largest_parameter(spec)
     return ds
+
+
+def largest_parameter(spec: dict) -> int:
+    """Elements of the model's largest tensor: the size of DeepSpeed's NVMe parameter buffers
+    ("buffer_size": "auto"). Every swapped tensor must fit one buffer, and the pool of
+    buffer_count buffers sits in pinned host memory, so DeepSpeed's fixed default (1e8 elements)
+    is too small for an 8B model's embedding and 200x too large for the tiny default model."""
+    from .memory import load_model_config, meta_model
+
+    model = meta_model(load_model_config(spec["model"]["path"], spec["model"].get("revision")))
+    return max(p.numel() for p in model.parameters())
 
 
 def offload_label(spec: dict, ds: dict | None) -> dict:
@@ -132,7 +146,11 @@ def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 module.support_avx512bf16_for_cpu = False
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_ref["path"], dtype=torch.float32, **common)
+        # Full fine-tuning keeps fp32 master weights (Trainer autocasts to bf16/fp16 on CUDA); a
+        # frozen LoRA base needs no master copy and is held in the compute dtype, as is usual
+        # (the adapters stay fp32: PEFT's autocast_adapter_dtype).
+        dtype = compute_dtype if spec["method"] == "lora" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_ref["path"], dtype=dtype, **common)
         if gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     model.config.use_cache = False
@@ -306,6 +324,8 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     ds = load_deepspeed_config(spec)
     zero3 = bool(ds) and ds.get("zero_optimization", {}).get("stage") == 3
     off = offload_label(spec, ds)
+    if is_main and last_checkpoint(out) is None:
+        check_disk(spec, out, device)
     torch.manual_seed(spec["seed"])
     if device == "cpu" and ds:
         # DeepSpeed on CPU communicates through gloo; with zero.Init it must be up before the
@@ -398,6 +418,38 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     if is_main:
         write_json(out / "summary.json", summary)
     return summary
+
+
+def check_disk(spec: dict, out: Path, device: str) -> None:
+    """Refuse a run whose predicted NVMe swap files and checkpoints exceed the free disk, before
+    the model loads (src/offloadbench/memory.py predicts the bytes)."""
+    from .memory import load_model_config, predicted_disk_bytes
+
+    model = spec["model"]
+    need = predicted_disk_bytes(
+        spec, load_model_config(model["path"], model.get("revision")), spec["block_size"], device
+    )
+    places: dict[int, list] = {}  # filesystem -> [folder, bytes needed, what]
+    for folder, nbytes, what in (
+        (out, need["total"] - need["nvme_swap"], "final model and resume checkpoints"),
+        (Path(spec["nvme_dir"]) if need["nvme_swap"] else None, need["nvme_swap"], "NVMe swap files"),
+    ):
+        if folder is None:
+            continue
+        existing = folder
+        while not existing.exists():
+            existing = existing.parent
+        entry = places.setdefault(os.stat(existing).st_dev, [existing, 0, []])
+        entry[1] += nbytes
+        entry[2].append(f"{what} {nbytes / 2**30:.2f} GiB")
+    for folder, nbytes, what in places.values():
+        free = shutil.disk_usage(folder).free
+        if nbytes > free:
+            raise PreflightError(
+                f"run {spec['run']}: needs about {nbytes / 2**30:.2f} GiB of disk on the filesystem of {folder} "
+                f"({', '.join(what)}) but only {free / 2**30:.2f} GiB is free; free space, move nvme_dir or "
+                "results/ to a larger disk, or raise training.save_steps (fewer resume checkpoints)"
+            )
 
 
 def train_batch_size(trainer, tr: dict, world_size: int) -> int:
