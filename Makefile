@@ -51,4 +51,5 @@ test: lint
 
 clean-results:
 	rm -rf results/corpus results/data results/models results/pretrain results/runs results/logs results/tables \
-		results/figures results/claims.json results/claims.md .snakemake
+		results/figures results/memory results/compare results/eval results/hub results/nvme \
+		results/claims.json results/claims.md results/claims.html results/report.html .snakemake

@@ -97,12 +97,13 @@ def test_memory_table_sets_prediction_beside_measurement_and_keeps_runs_without_
         "predicted": {d: {"total": t * GIB} for d, t in (("gpu", 4), ("host", 150), ("nvme", 0))},
         "measured": {"gpu": 5 * GIB, "host": 165 * GIB, "nvme": None},
         "ratio": {"gpu": 1.25, "host": 1.1, "nvme": None},
+        "nvme_written": {"total": 0},
         "deepspeed_estimate": {"gpu_bytes": 2 * GIB, "host_bytes": 200 * GIB},
     }
     (tmp_path / "zero3_offload_cpu.json").write_text(json.dumps(memory))
     table = memory_table(["zero3_offload_cpu", "full"], tmp_path).set_index("run")
     row = table.loc["zero3_offload_cpu"]
     assert row["GPU predicted (GiB)"] == 4 and row["GPU measured (GiB)"] == 5 and row["GPU ratio"] == 1.25
-    assert row["host ratio"] == 1.1 and pd.isna(row["NVMe measured (GiB)"])
+    assert row["host ratio"] == 1.1 and pd.isna(row["NVMe written measured (GiB)"])
     assert row["DeepSpeed est. host (GiB)"] == 200
     assert pd.isna(table.loc["full", "GPU predicted (GiB)"])  # no memory file: the row stays, empty

@@ -186,8 +186,10 @@ def memory_table(runs: list[str], memory_dir: Path) -> pd.DataFrame:
             continue
         m = json.loads(path.read_text())
         row = {"run": run, "device": m["device"]}
-        for where, label in (("gpu", "GPU"), ("host", "host"), ("nvme", "NVMe")):
-            row[f"{label} predicted (GiB)"] = m["predicted"][where]["total"] / GIB
+        for where, label in (("gpu", "GPU"), ("host", "host"), ("nvme", "NVMe written")):
+            # NVMe: the swap files' bytes written over the run (what is measured), not their size
+            predicted = m["nvme_written"]["total"] if where == "nvme" else m["predicted"][where]["total"]
+            row[f"{label} predicted (GiB)"] = predicted / GIB
             measured = m["measured"][where]
             row[f"{label} measured (GiB)"] = None if measured is None else measured / GIB
             row[f"{label} ratio"] = m["ratio"][where]
