@@ -216,3 +216,15 @@ def test_text_is_at_least_7pt(results):
         sizes = [t.get_fontsize() for t in fig.findobj(lambda o: hasattr(o, "get_fontsize")) if t.get_text()]
         assert sizes and min(sizes) >= 7 and not any(math.isnan(s) for s in sizes)
     plt.close("all")
+
+
+def test_nvme_prediction_is_the_predicted_bytes_written_not_the_swap_size(results):
+    runs_dir, memory_dir, base = results
+    model = memory_model("cpu_run", {}, {"weights": GIB}, {"gpu": None, "host": 4 * GIB, "nvme": 3 * GIB})
+    model["predicted"]["nvme"].update(optimizer=GIB // 10, total=GIB // 10)  # swap files: 0.1 GiB
+    model["nvme_written"] = {"per_step": 3 * GIB // 40, "steps": 40, "total": 3 * GIB}
+    (memory_dir / "cpu_run.json").write_text(json.dumps(model))
+    fig = figures.memory_figure(entries(results))
+    nvme = fig.axes[2]
+    assert sum(p.get_width() for p in bars(nvme, "predicted-nvme-optimizer")) == pytest.approx(3)
+    plt.close(fig)

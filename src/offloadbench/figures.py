@@ -192,8 +192,14 @@ def _measured(entry: dict, where: str) -> float | None:
 
 
 def _predicted(entry: dict, where: str) -> dict | None:
-    """The memory model's components for ``where`` in GiB; None without a model or with nothing there."""
-    parts = ((entry["memory"] or {}).get("predicted") or {}).get(where) or {}
+    """The memory model's components for ``where`` in GiB; None without a model or with nothing there.
+    NVMe is measured as bytes written over the run, so its prediction is the predicted bytes written
+    (one bar, in the optimizer's grey: optimizer state is most of what is swapped), not the swap size."""
+    memory = entry["memory"] or {}
+    if where == "nvme":
+        written = _gib((memory.get("nvme_written") or {}).get("total") or 0)
+        return {**dict.fromkeys(COMPONENTS, 0.0), "optimizer": written} if written else None
+    parts = (memory.get("predicted") or {}).get(where) or {}
     gib = {c: _gib(parts.get(c) or 0) for c in COMPONENTS}
     return gib if sum(gib.values()) > 0 else None
 
