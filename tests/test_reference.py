@@ -84,7 +84,7 @@ def test_record_then_compare_round_trip(tmp_path):
     (results / "tables").mkdir(parents=True)
     (results / "runs" / "full").mkdir(parents=True)
     pd.DataFrame([row("full")]).to_csv(results / "tables" / "comparison.csv", index=False)
-    for name in ("tables/comparison.md", "tables/comparison.tex", "claims.md"):
+    for name in ("tables/comparison.md", "tables/comparison.tex", "tables/memory.csv", "claims.md"):
         (results / name).write_text("x\n")
     (results / "claims.json").write_text("{}")
     summary = {"hardware": {"cpu": "AMD EPYC", "cores": 2, "gpu": None}, "versions": {"torch": "2.13.0"}}

@@ -189,7 +189,8 @@ def memory_table(runs: list[str], memory_dir: Path) -> pd.DataFrame:
         for where, label in (("gpu", "GPU"), ("host", "host"), ("nvme", "NVMe written")):
             # NVMe: the swap files' bytes written over the run (what is measured), not their size
             predicted = m["nvme_written"]["total"] if where == "nvme" else m["predicted"][where]["total"]
-            row[f"{label} predicted (GiB)"] = predicted / GIB
+            # a CPU run has no accelerator: an empty cell, not a predicted 0
+            row[f"{label} predicted (GiB)"] = None if where == "gpu" and m["device"] != "cuda" else predicted / GIB
             measured = m["measured"][where]
             row[f"{label} measured (GiB)"] = None if measured is None else measured / GIB
             row[f"{label} ratio"] = m["ratio"][where]
@@ -234,6 +235,7 @@ def provenance_page(runs: list[str], runs_dir: Path, profile: str) -> str:
     """Where each run's numbers came from: code, settings, software, machine, and what happened."""
     summaries = {run: load_summary(runs_dir / run) for run in runs}
     found = {run: s for run, s in summaries.items() if s is not None}
+    short = {"git_commit": 10, "config_sha256": 12}  # enough to identify; the full values are in summary.json
     overview = pd.DataFrame(
         [
             {"run": run, **{k: (s or {}).get(k, "missing" if k == "status" else None) for k in PROVENANCE}}

@@ -9,7 +9,7 @@ and whether it is within the tolerance of its group (timings loosely, memory and
 A deviation is max(a/b, b/a) - 1, so "within 0.25" means at most 25% larger or smaller either way.
 It never fails the workflow: a reviewer reads the verdicts in results/compare/reference.md.
 
-``record`` copies results/tables/comparison.* and results/claims.* into results/reference/<profile>/
+``record`` copies results/tables/comparison.*, memory.csv and results/claims.* into results/reference/<profile>/
 and writes provenance.json beside them (command, date, hardware, versions, commit), so a reference
 always comes from a real run whose command and machine are written down.
 """
@@ -194,7 +194,7 @@ def record(profile: str, command: str, results: Path, reference_root: Path) -> P
     dest = reference_root / profile
     dest.mkdir(parents=True, exist_ok=True)
     sources = [results / "tables" / f"comparison{ext}" for ext in (".csv", ".md", ".tex")]
-    sources += [results / "claims.json", results / "claims.md"]
+    sources += [results / "tables" / "memory.csv", results / "claims.json", results / "claims.md"]
     missing = [str(p) for p in sources if not p.is_file()]
     if missing:
         raise SystemExit(f"cannot record a reference: {', '.join(missing)} missing; run the workflow first")
