@@ -242,6 +242,8 @@ def provenance_page(runs: list[str], runs_dir: Path, profile: str) -> str:
             for run, s in summaries.items()
         ]
     )
+    for col, n in short.items():
+        overview[col] = overview[col].map(lambda v, n=n: v[:n] if isinstance(v, str) else v)
     body = [
         html.paragraph(
             "Each run's summary.json holds all of this; the spec is the exact settings the job was started with "
