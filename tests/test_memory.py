@@ -9,23 +9,14 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, validate
+from conftest import REPO, SCRATCH, validate
 
 from offloadbench import memory
 from offloadbench.config import load_config, run_spec
 
 # A two-layer Llama (the shapes of tests/conftest.py's SCRATCH): head_dim 64 / 4 = 16, k and v
 # 2 heads x 16 = 32 wide (grouped-query attention), untied lm_head.
-TWO = {
-    "vocab_size": 512,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-    "tie_word_embeddings": False,
-}
+TWO = {**SCRATCH, "tie_word_embeddings": False}
 EMBED = 512 * 64  # 32 768, and lm_head the same
 ATTN = 64 * 64 + 64 * 32 + 64 * 32 + 64 * 64  # q, k, v, o: 12 288
 MLP = 3 * 64 * 128  # gate, up, down: 24 576
@@ -127,33 +118,22 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
     ],
 )
 def test_activation_model_matches_what_autograd_saves(config, tmp_path, method, dtype, gc, targets):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    """The model as offloadbench.train.load_model builds it for the run (dtype, adapters,
+    gradient checkpointing), counted tensor by tensor while autograd saves them."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from offloadbench.train import load_model
 
     spec = spec_for(config, method, micro_batch_size=2, dtype=dtype, gradient_checkpointing=gc)
     if targets == "all-linear":
         spec["lora"]["target_modules"] = ALL_LINEAR
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**TWO, use_cache=False))
-    if method == "lora" and dtype != "fp32":
-        model.save_pretrained(tmp_path)
-        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
-        assert model.lm_head.weight.dtype == torch.bfloat16
-    if gc:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    LlamaForCausalLM(LlamaConfig(**TWO)).save_pretrained(tmp_path)
+    spec["model"] = {"path": str(tmp_path), "revision": None, "name": "two"}
+    model = load_model(spec, "cpu", dtype, zero3=False)
     if method == "lora":
-        lora = spec["lora"]
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lora["r"],
-                lora_alpha=lora["alpha"],
-                lora_dropout=lora["dropout"],
-                target_modules=lora["target_modules"],
-            ),
-        )
-        if gc:
-            model.enable_input_require_grads()
+        base = {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
+        assert base == {torch.bfloat16 if dtype == "bf16" else torch.float32}
         adapters = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
         assert adapters == {torch.float32}  # PEFT's autocast_adapter_dtype, whatever the base's dtype
     model.train()
