@@ -247,7 +247,18 @@ def test_claims_are_checked_and_gpu_claims_are_not_applicable_on_cpu(tiny_workfl
     assert (tiny_workflow / "results" / "claims.md").read_text().startswith("# Claims (tiny profile)")
 
 
-def test_no_output_contains_the_token_from_the_environment(tiny_workflow):
+def test_report_holds_every_result_and_no_output_contains_the_token(tiny_workflow):
+    """snakemake --report works on the finished workflow and embeds the claims, tables, figures,
+    memory model, reference comparison and provenance; no file written, report included, holds the
+    HF token the workflow ran with."""
+    report = tiny_workflow / "results" / "report.html"
+    proc = snakemake(
+        tiny_workflow, "--cores", "1", "--configfile", str(TINY), "--report", str(report), env={"HF_TOKEN": FAKE_TOKEN}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = report.read_text()
+    for item in ("claims.html", "comparison.html", "memory.html", "reference.html", "provenance.html", "memory.png"):
+        assert item in text, item
     leaks = [p for p in tiny_workflow.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
     assert not leaks
 
