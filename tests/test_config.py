@@ -240,6 +240,13 @@ def test_sweep_expands_into_runs_with_their_own_model_and_data():
     assert spec["deepspeed"] == run_spec(config, "qlora_offload")["deepspeed"]  # the template's settings
     base = run_spec(config, "full.base.b128")
     assert base["model"] == run_spec(config, "full")["model"] and base["dataset"] == "pydoc-topics"
+    from offloadbench.config import declared_runs
+
+    assert declared_runs(config) == names[:9], "claims compare the profile's own runs, not the sweep's points"
+    own = load_config(
+        overrides={"runs": [{"name": "short", "method": "full", "block_size": 64}], "baseline_run": "short"}
+    )
+    assert declared_runs(own) == ["short"], "a run that sets block_size itself is still one of the profile's runs"
     nvme = load_config(overrides={**SWEEP, "sweep": {**SWEEP["sweep"], "runs": ["zero3_offload_nvme"]}})
     dirs = [r.get("nvme_dir") for r in nvme["runs"] if r["name"].startswith("zero3_offload_nvme")]
     assert len(set(dirs)) == len(dirs) == 5, "every sweep point needs its own swap folder"
