@@ -340,3 +340,12 @@ def test_host_is_per_node_and_compare_sums_the_ranks_of_a_node(config):
     summary = {"device": "cpu", "host_rss_peak_bytes": 700, "host_rss_baseline_bytes": 500, "ranks": ranks}
     out = memory.compare(pred, summary)
     assert out["measured"]["host"] == 1400 and out["predicted"]["host"]["runtime"] == 1000
+
+
+def test_largest_tensor_is_the_largest_parameter_of_the_model():
+    """What train fills into DeepSpeed's NVMe buffer_size "auto": every swapped tensor must fit."""
+    eight_b = json.loads((REPO / "configs" / "models" / "llama-3.1-8b.json").read_text())
+    for cfg in (TWO, eight_b):
+        model = memory.meta_model(cfg)
+        assert memory.largest_tensor(cfg) == max(p.numel() for p in model.parameters())
+    assert memory.largest_tensor(eight_b) == 128_256 * 4_096

@@ -201,7 +201,8 @@ def read_deepspeed(spec: dict) -> dict | None:
 
 def zero3_settings(ds: dict | None, cfg: dict | None = None) -> dict | None:
     """Where ZeRO-3 keeps parameters and optimizer state, with DeepSpeed's defaults filled in
-    ("buffer_size": "auto" is the model's largest tensor, as train.largest_parameter fills it)."""
+    ("buffer_size": "auto" is the model's largest tensor, which train.largest_parameter fills in from
+    largest_tensor below)."""
     zero = (ds or {}).get("zero_optimization") or {}
     if zero.get("stage") != 3:
         return None
@@ -224,7 +225,8 @@ def zero3_settings(ds: dict | None, cfg: dict | None = None) -> dict | None:
 
 
 def largest_tensor(cfg: dict | None) -> int:
-    """Elements of a Llama's largest weight: the embedding / LM head or an MLP projection."""
+    """Elements of a Llama's largest weight: the embedding / LM head, an MLP or the query projection
+    (tests/test_memory.py checks it against a model built on the meta device)."""
     if cfg is None:
         raise ValueError('offload_param.buffer_size "auto" needs the model config')
     a = arch(cfg)
@@ -601,11 +603,8 @@ def predicted_disk_bytes(spec: dict, model_config: dict, block_size: int, device
     resume checkpoints Trainer keeps (save_total_limit=2, so three exist while a new one is being
     written), all in the run folder; tokenizer and config files (a few MB) are not counted."""
     pred = predict(spec, model_config, block_size, device)
-    counts, p = (
-        param_counts(model_config),
-        precision(spec, device, bool(zero3_settings(read_deepspeed(spec), model_config))),
-    )
     z3 = zero3_settings(read_deepspeed(spec), model_config)
+    counts, p = param_counts(model_config), precision(spec, device, bool(z3))
     trainable = pred["params"]["trainable"]
     if spec["method"] != "full":
         final = 4 * trainable  # the LoRA adapter (fp32), not the base

@@ -73,10 +73,9 @@ def largest_parameter(spec: dict) -> int:
     ("buffer_size": "auto"). Every swapped tensor must fit one buffer, and the pool of
     buffer_count buffers sits in pinned host memory, so DeepSpeed's fixed default (1e8 elements)
     is too small for an 8B model's embedding and 200x too large for the tiny default model."""
-    from .memory import load_model_config, meta_model
+    from .memory import largest_tensor, load_model_config
 
-    model = meta_model(load_model_config(spec["model"]["path"], spec["model"].get("revision")))
-    return max(p.numel() for p in model.parameters())
+    return largest_tensor(load_model_config(spec["model"]["path"], spec["model"].get("revision")))
 
 
 def offload_label(spec: dict, ds: dict | None) -> dict:
