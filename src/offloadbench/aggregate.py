@@ -118,9 +118,11 @@ def decimals(table: pd.DataFrame) -> dict[str, int]:
     return {col: known.get(col, 2) for col in table.columns if pd.api.types.is_numeric_dtype(table[col])}
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, digits: dict[str, int] | None = None) -> str:
+    """Numbers with the given decimals (default: the comparison's), thousands separated, empty
+    cells as an en dash."""
     shown = table.copy()
-    for col, d in decimals(table).items():
+    for col, d in (digits if digits is not None else decimals(table)).items():
         shown[col] = table[col].map(lambda v, d=d: "–" if pd.isna(v) else f"{v:,.{d}f}")
     return shown.fillna("–").to_markdown(index=False) + "\n"
 
@@ -209,10 +211,7 @@ def write_memory_table(table: pd.DataFrame, stem: Path, profile: str) -> None:
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
     digits = {c: (3 if "ratio" not in c else 2) for c in table.columns if c not in ("run", "device")}
-    shown = table.copy()
-    for col, d in digits.items():
-        shown[col] = table[col].map(lambda v, d=d: "–" if pd.isna(v) else f"{v:,.{d}f}")
-    write_text(stem.with_suffix(".md"), shown.fillna("–").to_markdown(index=False) + "\n")
+    write_text(stem.with_suffix(".md"), to_markdown(table, digits))
     note = html.paragraph(
         "ratio = measured / predicted. NVMe is bytes written by the training process. On a CPU run the "
         "accelerator column is empty: everything lives in host memory."

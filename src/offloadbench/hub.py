@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+import httpx2
 from huggingface_hub import HfApi, get_token, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -67,18 +68,11 @@ def check_repo(repo_id: str, revision: str, repo_type: str) -> str:
     except RepositoryNotFoundError as err:
         hint = "" if token else " (or it is private: set HF_TOKEN)"
         raise HubAccessError(f"{what}: no such repository on the hub{hint}") from err
-    except OSError as err:  # DNS, refused connection, TLS: the network is the problem, not the repo
-        raise HubAccessError(
+    except (OSError, httpx2.TransportError) as err:  # DNS, refused connection, TLS, timeout: the network
+        raise HubAccessError(  # (huggingface_hub's transport errors are httpx2's, not OSError subclasses)
             f"cannot reach the Hugging Face hub to read {what} ({type(err).__name__}: {err}); check the network "
             "or proxy, or run with HF_HUB_OFFLINE=1 and a pre-filled cache (HF_HOME)"
         ) from err
-    except Exception as err:  # httpx transport errors are not OSError subclasses
-        if "Connect" in type(err).__name__ or "Timeout" in type(err).__name__ or "Network" in type(err).__name__:
-            raise HubAccessError(
-                f"cannot reach the Hugging Face hub to read {what} ({type(err).__name__}: {err}); check the "
-                "network or proxy, or run with HF_HUB_OFFLINE=1 and a pre-filled cache (HF_HOME)"
-            ) from err
-        raise
     return "hub"
 
 
