@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed
 TORCH := $(shell grep '^torch==' requirements.lock)
 PIP_VERSION := 26.3
 CORES ?= all
+SRC := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))src
 export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint setup libaio dry-run clean-results
@@ -49,7 +50,8 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Removes only what the workflow wrote (src/offloadbench/owned.py): results/<step>/ folders, the
+# claims and report files, .snakemake, and NVMe swap folders that carry the run's marker. The
+# user's own files in results/, results/reference/ and the folders named as nvme_dir stay.
 clean-results:
-	rm -rf results/corpus results/data results/models results/pretrain results/runs results/logs results/tables \
-		results/figures results/memory results/compare results/eval results/hub results/nvme \
-		results/claims.json results/claims.md results/claims.html results/report.html .snakemake
+	PYTHONPATH=$(SRC) $(PYTHON) -m offloadbench.owned results

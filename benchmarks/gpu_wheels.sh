@@ -35,8 +35,15 @@ for name in "${LOCKED[@]}"; do
 done
 deepspeed="$(grep '^deepspeed==' requirements.lock)"
 
+# Only a folder this script made (it holds the marker) is emptied; a user's folder never is.
+MARKER="$OUT_DIR/.offloadbench-gpu-wheels"
+if [ -d "$OUT_DIR" ] && [ ! -e "$MARKER" ] && [ -n "$(ls -A "$OUT_DIR")" ]; then
+    echo "gpu_wheels: $OUT_DIR exists, is not empty and was not made by this script; set GPU_WHEELS_DIR to a new folder" >&2
+    exit 1
+fi
 rm -rf "$OUT_DIR"
 mkdir -p "$OUT_DIR"
+touch "$MARKER"
 platforms=()
 for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 \
     manylinux2014_x86_64 manylinux1_x86_64; do

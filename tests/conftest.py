@@ -53,11 +53,54 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200, env: dict | None =
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+CANARY = "the user's file: must survive\n"
+# Folders of the user's that the tiny workflow is pointed at, each holding a canary file: a
+# results/ folder with the user's notes and reference, the NVMe run's nvme_dir, the HF cache.
+CANARY_FOLDERS = ("results", "results/reference", "fast-disk", "hf-home")
+
+
+def plant_canaries(workdir: Path) -> dict:
+    """Canaries in every folder the tiny workflow is told to use; the config override that points
+    the NVMe run at workdir/fast-disk, and the environment that points the HF cache at hf-home."""
+    import yaml
+
+    from offloadbench.config import load_config
+
+    for folder in CANARY_FOLDERS:
+        (workdir / folder).mkdir(parents=True, exist_ok=True)
+        (workdir / folder / "canary.txt").write_text(CANARY)
+    runs = load_config(TINY)["runs"]
+    for run in runs:
+        if run.get("nvme_dir"):
+            run["nvme_dir"] = str(workdir / "fast-disk")
+    override = workdir / "canaries.yaml"
+    override.write_text(yaml.safe_dump({"runs": runs}))
+    return {"configfiles": tiny_configfiles(workdir), "env": {"HF_HOME": str(workdir / "hf-home")}}
+
+
+def tiny_configfiles(workdir: Path) -> list[str]:
+    """The --configfile arguments the tiny workflow ran with."""
+    return [str(TINY), str(workdir / "canaries.yaml")]
+
+
+def dead_canaries(workdir: Path) -> list[str]:
+    return [f for f in CANARY_FOLDERS if not (workdir / f / "canary.txt").is_file()]
+
+
 @pytest.fixture(scope="session")
 def tiny_workflow(tmp_path_factory) -> Path:
-    """The whole tiny profile run once: data, base model, every run of configs/config.yaml."""
+    """The whole tiny profile run once: data, base model, every run of configs/config.yaml, with
+    a canary in every folder of the user's it is pointed at (test_owned checks they survive)."""
     workdir = tmp_path_factory.mktemp("tiny-workflow")
-    proc = snakemake(workdir, "--cores", "2", "--configfile", str(TINY), env={"HF_TOKEN": FAKE_TOKEN})
+    planted = plant_canaries(workdir)
+    proc = snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "--configfile",
+        *planted["configfiles"],
+        env={"HF_TOKEN": FAKE_TOKEN, **planted["env"]},
+    )
     if proc.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))
         pytest.fail(f"tiny workflow failed:\n{proc.stderr[-5000:]}\n{logs}")

@@ -5,6 +5,7 @@ One workflow run (the ``tiny_workflow`` fixture, ~3 minutes on 2 cores) feeds ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import FAKE_TOKEN, TINY, read_jsonl, snakemake, validate
+from conftest import FAKE_TOKEN, TINY, dead_canaries, read_jsonl, snakemake, tiny_configfiles, validate
 from safetensors.torch import load_file
 
 from offloadbench.config import load_config
@@ -136,7 +137,13 @@ def test_offload_is_recorded_as_configured(tiny_workflow):
     nvme = summary(tiny_workflow, "zero3_offload_nvme")
     assert nvme["nvme_bytes_written"] > 2**20, "NVMe offload wrote nothing"
     assert summary(tiny_workflow, "zero3_offload_cpu")["nvme_bytes_written"] is None
-    assert not (tiny_workflow / "results" / "nvme").exists() or not any((tiny_workflow / "results" / "nvme").iterdir())
+    # The run's own swap folder inside the user's nvme_dir is gone; the folder and its file stay.
+    assert sorted(p.name for p in (tiny_workflow / "fast-disk").iterdir()) == ["canary.txt"]
+    assert not (tiny_workflow / "results" / "runs" / "zero3_offload_nvme" / "nvme_swap.json").exists()
+
+
+def test_every_folder_of_the_user_survives_the_workflow(tiny_workflow):
+    assert not dead_canaries(tiny_workflow)
 
 
 def test_parameter_counts(tiny_workflow):
@@ -218,7 +225,7 @@ def test_same_seed_repeats_the_loss_curve(tiny_workflow, tmp_path):
 
 
 def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):
-    proc = snakemake(tiny_workflow, "-n", "--cores", "1", "--configfile", str(TINY))
+    proc = snakemake(tiny_workflow, "-n", "--cores", "1", "--configfile", *tiny_configfiles(tiny_workflow))
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
@@ -253,7 +260,14 @@ def test_report_holds_every_result_and_no_output_contains_the_token(tiny_workflo
     HF token the workflow ran with."""
     report = tiny_workflow / "results" / "report.html"
     proc = snakemake(
-        tiny_workflow, "--cores", "1", "--configfile", str(TINY), "--report", str(report), env={"HF_TOKEN": FAKE_TOKEN}
+        tiny_workflow,
+        "--cores",
+        "1",
+        "--configfile",
+        *tiny_configfiles(tiny_workflow),
+        "--report",
+        str(report),
+        env={"HF_TOKEN": FAKE_TOKEN},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = report.read_text()
@@ -311,7 +325,6 @@ def _process(pid):
 def test_a_killed_run_resumes_from_its_checkpoint_and_matches(tiny_workflow, tmp_path, run):
     """SIGKILL a real training process after a checkpoint, start it again: it resumes there, and
     the finished run matches an uninterrupted one."""
-    import contextlib
     import signal
     import subprocess
     import time
@@ -359,3 +372,58 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches(tiny_workflow, tmp
     assert [r["loss"] for r in rows] == pytest.approx(
         [r["loss"] for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")], abs=1e-4
     )
+
+
+def test_nvme_swap_folder_survives_a_failure_and_a_kill_and_goes_after_success(tiny_workflow, tmp_path):
+    """The user's nvme_dir (with a file of theirs) through a failing run, a SIGKILL mid-run and the
+    resumed run's success: the canary always survives; the run's own swap folder stays while the
+    run is unfinished (resume needs it) and is removed once it succeeds."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from offloadbench import owned
+
+    disk = tmp_path / "fast-disk"
+    disk.mkdir()
+    (disk / "canary.txt").write_text("mine")
+    broken = tmp_path / "broken.json"
+    spec = tiny_spec(tiny_workflow, "zero3_offload_nvme", max_steps=12, save_steps=4)
+    spec["nvme_dir"] = str(disk)
+    ds = json.loads(Path(spec["deepspeed"]).read_text())
+    ds["zero_optimization"]["no_such_deepspeed_key"] = 1
+    broken.write_text(json.dumps(ds))
+    failing = {**spec, "deepspeed": str(broken)}
+    proc = subprocess.run(train_command(tiny_workflow, failing, tmp_path / "failed"), capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads((tmp_path / "failed" / "summary.json").read_text())["status"] == "failed"
+    assert (disk / "canary.txt").read_text() == "mine"
+
+    out = tmp_path / "run"
+    swap = owned.swap_dir(disk, spec["run"], out)
+    proc = subprocess.Popen(train_command(tiny_workflow, spec, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
+        time.sleep(0.05)
+    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    psutil.wait_procs([p for p in map(_process, tree) if p], timeout=30)
+    assert (disk / "canary.txt").read_text() == "mine"
+    assert owned.read_marker(swap)["run_folder"] == str(out.resolve()), "the killed run's swap folder is its own"
+    assert json.loads((out / owned.SWAP_POINTER).read_text())["path"] == str(swap)
+
+    again = subprocess.run(train_command(tiny_workflow, spec, out), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = json.loads((out / "summary.json").read_text())
+    assert done["status"] == "ok" and done["resumed_from"] and done["nvme_bytes_written"] > 0
+    assert not swap.exists() and not (out / owned.SWAP_POINTER).exists()
+    # What is left: the user's file, and the failed run's own swap folder (a failed run keeps it,
+    # like its run folder, until the user deletes both to try again).
+    failed_swap = owned.swap_dir(disk, spec["run"], tmp_path / "failed")
+    assert sorted(p.name for p in disk.iterdir()) == sorted(["canary.txt", failed_swap.name])
+    assert owned.read_marker(failed_swap)["run_folder"] == str((tmp_path / "failed").resolve())

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from . import owned
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO / "workflow" / "schemas"
 DEFAULT_CONFIG = REPO / "configs" / "config.yaml"
@@ -207,7 +209,10 @@ def check_config(config: dict, root: str | Path = ".") -> None:
         f"{config['baseline_run']!r} is not a run name; choose one of {', '.join(names)}",
     )
     for i, run in enumerate(config["runs"]):
-        check_run(run_spec(config, run["name"]), f"runs[{i}] ({run['name']})")
+        spec = run_spec(config, run["name"])
+        check_run(spec, f"runs[{i}] ({run['name']})")
+        if spec.get("nvme_dir"):
+            check_nvme_dir(spec, f"runs[{i}] ({run['name']}).nvme_dir", root)
     from .claims import load_claims  # claims.py builds on this module
 
     load_claims(repo_path(config["claims"]))
@@ -281,6 +286,22 @@ def check_run(spec: dict, where: str) -> None:
         "is set but the run offloads nothing to NVMe (its deepspeed config has no offload_* device nvme); "
         "remove nvme_dir or use configs/deepspeed/zero3_offload_nvme.json",
     )
+
+
+def check_nvme_dir(spec: dict, key: str, root: Path) -> None:
+    """nvme_dir may be any folder of the user's, even a full one: the run writes only into a
+    folder of its own inside it and removes only that. Refused: folders that must never be written
+    in, and a swap folder of that name that this run did not create."""
+    try:
+        owned.refuse_dangerous(spec["nvme_dir"], key, root)
+        run_folder = Path(root, "results", "runs", spec["run"])
+        owned.check_claimable(
+            owned.swap_dir(Path(root, spec["nvme_dir"]), spec["run"], run_folder),
+            owned.owner_record(spec["run"], run_folder),
+            key,
+        )
+    except owned.OwnershipError as err:
+        raise ConfigError(str(err)) from err
 
 
 def check_local_model(path: Path) -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from . import owned
 from .config import PreflightError, canonical_json, load_spec, read_deepspeed_config, spec_sha256
 from .env import choose_dtype, git_commit, hardware, prepare_process, torch_dtype, versions
 from .io import tree_bytes, write_json, write_text
@@ -50,8 +51,9 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def load_deepspeed_config(spec: dict) -> dict | None:
-    """The run's DeepSpeed config, checked against the run, with the run's NVMe folder filled in."""
+def load_deepspeed_config(spec: dict, out: Path) -> dict | None:
+    """The run's DeepSpeed config, checked against the run, with the run's own NVMe swap folder
+    (created inside nvme_dir, see offloadbench.owned) filled in."""
     ds = read_deepspeed_config(spec)
     if ds is None:
         return None
@@ -59,13 +61,40 @@ def load_deepspeed_config(spec: dict) -> dict | None:
     for section in ("offload_param", "offload_optimizer"):
         off = zero.get(section) or {}
         if off.get("device") == "nvme":
-            nvme = Path(spec["nvme_dir"]).resolve()
-            nvme.mkdir(parents=True, exist_ok=True)
-            off["nvme_path"] = str(nvme)
+            off["nvme_path"] = str(claim_swap_dir(spec, out))
     param = zero.get("offload_param") or {}
     if param.get("buffer_size") == "auto":
         param["buffer_size"] = largest_parameter(spec)
     return ds
+
+
+def claim_swap_dir(spec: dict, out: Path) -> Path:
+    """Create (or, on a resume, take back) the run's swap folder inside nvme_dir; rank 0 leaves a
+    pointer to it in the run folder so that `make clean-results` finds it wherever it is."""
+    try:
+        swap = owned.claim(owned.swap_dir(spec["nvme_dir"], spec["run"], out), _owner(spec, out), "nvme_dir")
+    except owned.OwnershipError as err:
+        raise PreflightError(f"run {spec['run']}: {err}") from err
+    if world()[0] == 0:
+        write_json(out / owned.SWAP_POINTER, {"path": str(swap)})
+    return swap
+
+
+def _owner(spec: dict, out: Path) -> dict:
+    return owned.owner_record(spec["run"], out)
+
+
+def release_swap_dir(spec: dict, out: Path) -> None:
+    """After a successful run: remove the swap folder this run created, and only that. Every node
+    removes its own (nvme_dir is a local disk), once all ranks are done with it."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        swap = owned.swap_dir(spec["nvme_dir"], spec["run"], out)
+        if not owned.remove_owned(swap, _owner(spec, out)):
+            print(f"[offloadbench] left {swap} in place: it is not marked as this run's", file=sys.stderr)
+    if world()[0] == 0:
+        (out / owned.SWAP_POINTER).unlink(missing_ok=True)
 
 
 def largest_parameter(spec: dict) -> int:
@@ -320,7 +349,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
             f"run {spec['run']}: world_size={spec['world_size']} in the config but {world_size} processes were "
             "launched; start it with torchrun --nproc_per_node <world_size>"
         )
-    ds = load_deepspeed_config(spec)
+    ds = load_deepspeed_config(spec, out)
     zero3 = bool(ds) and ds.get("zero_optimization", {}).get("stage") == 3
     off = offload_label(spec, ds)
     if is_main and last_checkpoint(out) is None:
@@ -381,10 +410,10 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     if is_main:
         _save_tokenizer(spec, final)
         publish_metrics(out)
-        # Resume points and NVMe swap files are only needed while the run is unfinished.
+        # Resume points are only needed while the run is unfinished.
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        if "nvme" in off.values():
-            shutil.rmtree(spec["nvme_dir"], ignore_errors=True)
+    if "nvme" in off.values():  # so are the swap files; the folder the user named stays
+        release_swap_dir(spec, out)
     summary = summary_record(
         spec,
         status="ok",
