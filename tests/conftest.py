@@ -3,6 +3,7 @@ profile (tests/configs/tiny.yaml) that the end-to-end tests read."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -33,6 +34,40 @@ SCRATCH = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 64,
 }
+
+
+# The memory model's tests (tests/test_memory*.py). A two-layer Llama (the shapes of SCRATCH):
+# head_dim 64 / 4 = 16, k and v 2 heads x 16 = 32 wide (grouped-query attention), untied lm_head.
+TWO = {**SCRATCH, "tie_word_embeddings": False}
+EMBED = 512 * 64  # 32 768, and lm_head the same
+ATTN = 64 * 64 + 64 * 32 + 64 * 32 + 64 * 64  # q, k, v, o: 12 288
+MLP = 3 * 64 * 128  # gate, up, down: 24 576
+LAYER = ATTN + MLP + 2 * 64  # + two RMSNorms: 36 992
+N_TWO = EMBED + 2 * LAYER + 64 + EMBED  # + final norm + lm_head: 139 584
+LORA_TWO = 2 * (8 * (64 + 64) + 8 * (64 + 32))  # r=8 on q_proj and v_proj, two layers: 3 584
+
+
+@pytest.fixture(scope="module")
+def config():
+    """The default profile (configs/config.yaml)."""
+    from offloadbench.config import load_config
+
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def tiny(config):
+    """The default profile's model config (the tiny Llama every default run trains)."""
+    return {**config["model"]["scratch"], "tie_word_embeddings": False}
+
+
+def spec_for(config, run: str, **training) -> dict:
+    """A run's spec from ``config`` with some training settings changed (a copy)."""
+    from offloadbench.config import run_spec
+
+    spec = copy.deepcopy(run_spec(config, run))
+    spec["training"].update(training)
+    return spec
 
 
 def small_tokenizer():

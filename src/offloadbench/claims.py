@@ -119,7 +119,8 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
 def predicted_fit(claim: dict, summaries: dict[str, dict]) -> tuple[str, dict]:
     """The memory model's side of a fit claim: each run's predicted accelerator peak (as if on CUDA)
     against the accelerator's memory (the measured GPU's, else the claim's accelerator_gib)."""
-    from .memory import load_model_config, predict
+    from .memory.counting import load_model_config
+    from .memory.predict import predict
 
     gpu_bytes = next((s["hardware"].get("gpu_memory_bytes") for s in summaries.values() if s["device"] == "cuda"), None)
     limit = gpu_bytes or claim.get("accelerator_gib", 80) * 2**30

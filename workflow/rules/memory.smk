@@ -1,6 +1,7 @@
-# The memory model (src/offloadbench/memory.py): each run's predicted peak per device (weights,
-# gradients, optimizer state, activations) beside what the run measured, with DeepSpeed's own
-# estimate for ZeRO-3 runs. The figures, tables and claim C3 read results/memory/<run>.json.
+# The memory model (src/offloadbench/memory/, run as python -m offloadbench.memory): each run's
+# predicted peak per device (weights, gradients, optimizer state, activations) beside what the run
+# measured, with DeepSpeed's own estimate for ZeRO-3 runs. The figures, tables and claim C3 read
+# results/memory/<run>.json.
 
 
 rule memory:

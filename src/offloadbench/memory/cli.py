@@ -1,0 +1,67 @@
+"""Predicted peak memory of a run per device (GPU, host, NVMe), beside what the run measured.
+
+The command line of the memory model (python -m offloadbench.memory runs main; rule memory in
+workflow/rules/memory.smk calls it once per run):
+
+    python -m offloadbench.memory --spec <json or path> --model-config <config.json> --block-size N \
+        --summary results/runs/<run>/summary.json --out results/memory/<run>.json
+    python -m offloadbench.memory --hardware-table --config configs/paper.yaml \
+        --model-config configs/models/llama-3.1-8b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..config import load_config, load_spec
+from ..io import write_json
+from .counting import load_model_config
+from .predict import compare, predict, predicted_disk_bytes
+from .report import hardware_table
+from .zero import deepspeed_estimate
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m offloadbench.memory", description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", help="resolved run spec (JSON text or file)")
+    parser.add_argument(
+        "--model-config", required=True, help="the model's config.json, its folder, or a hub id (read from the cache)"
+    )
+    parser.add_argument("--revision", help="hub revision of --model-config")
+    parser.add_argument("--block-size", type=int, help="tokens per training example (default: the spec's)")
+    parser.add_argument("--summary", type=Path, help="the run's summary.json (measured values)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the summary's device, else cpu")
+    parser.add_argument("--out", type=Path, help="write the comparison JSON here")
+    parser.add_argument("--hardware-table", action="store_true", help="print the Markdown table of --config's runs")
+    parser.add_argument("--config", type=Path, help="profile merged onto configs/config.yaml (--hardware-table)")
+    args = parser.parse_args(argv)
+    model_config = load_model_config(args.model_config, args.revision)
+    if args.hardware_table:
+        config = load_config(*([args.config] if args.config else []))
+        sys.stdout.write(hardware_table(config, model_config))
+        return 0
+    if not (args.spec and args.out):
+        parser.error("--spec and --out are required (or --hardware-table)")
+    spec = load_spec(args.spec)
+    args.block_size = args.block_size or spec.get("block_size")
+    if not args.block_size:
+        parser.error("--block-size is required: the spec names none")
+    summary = json.loads(args.summary.read_text()) if args.summary else {}
+    device = args.device or summary.get("device") or "cpu"
+    result = compare(predict(spec, model_config, args.block_size, device), summary)
+    result["deepspeed_estimate"] = deepspeed_estimate(spec, model_config, device)
+    result["disk"] = predicted_disk_bytes(spec, model_config, args.block_size, device)
+    if summary.get("checkpoint_bytes") is not None:
+        result["disk"]["final_model_measured"] = summary["checkpoint_bytes"]
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

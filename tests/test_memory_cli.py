@@ -1,0 +1,67 @@
+"""python -m offloadbench.memory: the JSON the rule memory writes validates against its schema, and
+the README's hardware table with its time estimate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, spec_for, validate
+
+from offloadbench.config import load_config, run_spec
+from offloadbench.memory.cli import main
+from offloadbench.memory.estimate import estimate_time
+from offloadbench.memory.predict import predict
+
+
+def test_cli_writes_json_that_validates(config, tiny, tmp_path):
+    spec = spec_for(config, "zero3_offload_nvme")
+    (tmp_path / "config.json").write_text(json.dumps(tiny))
+    summary = {
+        "device": "cpu",
+        "host_rss_peak_bytes": 2_728_615_936,
+        "gpu_allocated_peak_bytes": None,
+        "nvme_bytes_written": 1_049_219_072,
+        "checkpoint_bytes": 7_620_984,
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "memory" / "zero3_offload_nvme.json"
+    argv = ["--spec", json.dumps(spec), "--model-config", str(tmp_path / "config.json"), "--block-size", "128"]
+    assert main([*argv, "--summary", str(tmp_path / "summary.json"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    validate(result, "memory.schema.json")
+    assert result["ratio"]["nvme"] == pytest.approx(1.0, abs=1e-3)
+    assert result["deepspeed_estimate"]["arguments"]["cpu_offload"] is True
+    assert result["disk"]["final_model_measured"] == 7_620_984
+
+
+def test_paper_hardware_table(capsys):
+    cfg = json.loads((REPO / "configs" / "models" / "llama-3.1-8b.json").read_text())
+    paper = load_config(REPO / "configs" / "paper.yaml")
+    # LoRA: forward 2N + input gradients 2N + recomputed forward 2N over the matmul weights
+    # (N without the embedding and norms), plus attention 4*L*T*d per pass (4 passes' worth);
+    # 200 steps x 8 blocks x 512 tokens at 40% of 989 TFLOPS.
+    n = 8_030_261_248 - 128256 * 4096 - 65 * 4096
+    per_token = 6 * n + 4 * (4 * 32 * 512 * 4096)
+    t = estimate_time(run_spec(paper, "lora"), cfg, 512)
+    assert t["flops_per_token"] == per_token
+    assert t["seconds"] == pytest.approx(per_token * 200 * 8 * 512 / (989e12 * 0.4))
+    assert (
+        main(
+            [
+                "--hardware-table",
+                "--config",
+                str(REPO / "configs" / "paper.yaml"),
+                "--model-config",
+                str(REPO / "configs" / "models" / "llama-3.1-8b.json"),
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "model estimate, not a measurement" in table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "OOM expected" in rows["full"] and "OOM expected" not in rows["lora"]
+    assert "**all runs**" in rows
+    full = predict(run_spec(paper, "full"), cfg, 512, "cuda")["predicted"]["gpu"]
+    assert full["weights"] + full["gradients"] + full["optimizer"] >= 16 * 8_030_261_248  # fp32 states: > 80 GB

@@ -1,0 +1,92 @@
+"""Where the memory model puts each component of a run (GPU or host memory) by device, method and
+ranks per node, and compare's ratios of a measured summary.json to the prediction."""
+
+from __future__ import annotations
+
+from conftest import ATTN, LORA_TWO, MLP, N_TWO, TWO, spec_for
+
+from offloadbench.memory.counting import (
+    activation_bytes,
+    autocast_weight_copies,
+    nf4_bytes_per_param,
+)
+from offloadbench.memory.predict import COMPONENTS, compare, precision, predict
+
+
+def test_cpu_run_puts_everything_in_host_memory(config):
+    spec = spec_for(config, "full")
+    pred = predict(spec, TWO, 32, "cpu")
+    host, gpu = pred["predicted"]["host"], pred["predicted"]["gpu"]
+    assert gpu["total"] == 0 and pred["predicted"]["nvme"]["total"] == 0
+    assert host["weights"] == 4 * N_TWO  # fp32
+    assert host["gradients"] == 4 * N_TWO
+    assert host["optimizer"] == 8 * N_TWO  # AdamW's two fp32 moments; CPU AdamW has no foreach temporary
+    acts = activation_bytes(TWO, spec, precision(spec, "cpu", zero3=False), 32)
+    assert host["activations"] == acts["peak"]
+    assert host["total"] == sum(host[c] for c in COMPONENTS)
+    assert pred["params"] == {"total": N_TWO, "trainable": N_TWO}
+
+
+def test_qlora_stores_projections_in_nf4(config):
+    # NF4: half a byte per value, plus per block of 64 an 8-bit absmax and per 256 blocks an fp32 one.
+    assert nf4_bytes_per_param(True) == 0.5 + 1 / 64 + 4 / (64 * 256)
+    assert nf4_bytes_per_param(False) == 0.5 + 4 / 64
+    pred = predict(spec_for(config, "qlora"), TWO, 32, "cpu")
+    linear = 2 * (ATTN + MLP)  # 73 728 values in 4 bits: 36 864 + 1 152 + 18 bytes
+    weights = 36_864 + 1_152 + 18 + 4 * (N_TWO - linear) + 4 * LORA_TWO
+    assert pred["predicted"]["host"]["weights"] == weights == 315_794
+    assert pred["predicted"]["host"]["optimizer"] == 8 * LORA_TWO
+    assert pred["params"] == {"total": N_TWO + LORA_TWO, "trainable": LORA_TWO}
+
+
+def test_cuda_lora_places_the_model_on_the_gpu_after_loading_it_on_the_host(config):
+    pred = predict(spec_for(config, "lora"), TWO, 32, "cuda")
+    gpu, host = pred["predicted"]["gpu"], pred["predicted"]["host"]
+    assert pred["dtype"] == "bf16"
+    assert gpu["weights"] == 2 * N_TWO + 4 * LORA_TWO  # train.py loads the base in bf16; adapters fp32
+    assert gpu["gradients"] == 4 * LORA_TWO
+    assert gpu["optimizer"] == 8 * LORA_TWO + 4 * LORA_TWO  # moments + foreach AdamW's temporary
+    assert host["weights"] == 2 * N_TWO  # built on the CPU before Trainer moves it
+    assert any("frozen base loaded in bf16" in a for a in pred["assumptions"])
+    # On the CPU (dtype auto: fp32) the base stays fp32.
+    cpu = predict(spec_for(config, "lora"), TWO, 32, "cpu")["predicted"]["host"]
+    assert cpu["weights"] == 4 * N_TWO + 4 * LORA_TWO
+    # Autocast copies only the fp32 adapter weights (r x in and out x r per adapter), not the bf16
+    # base or lm_head.
+    p = precision(spec_for(config, "lora"), "cuda", zero3=False)
+    assert autocast_weight_copies(TWO, spec_for(config, "lora"), p) == (
+        2 * (LORA_TWO // 2),  # one layer's adapters, 2 bytes per value
+        0,
+        2 * 2 * 8 * 64,  # layer 0: lora_A of q_proj and v_proj (input needs no gradient there)
+    )
+    offload = predict(spec_for(config, "lora", activation_offload=True), TWO, 32, "cuda")["predicted"]
+    assert offload["host"]["activations"] == pred["activations"]["saved"]
+    assert offload["gpu"]["activations"] < gpu["activations"]
+
+
+def test_compare_gives_ratios_and_null_where_a_side_is_missing(config):
+    pred = predict(spec_for(config, "full"), TWO, 32, "cpu")
+    summary = {"device": "cpu", "host_rss_peak_bytes": 600 * 2**20, "gpu_allocated_peak_bytes": None}
+    out = compare(pred, summary)
+    assert out["measured"] == {"gpu": None, "host": 600 * 2**20, "nvme": None}
+    assert out["ratio"]["gpu"] is None and out["ratio"]["nvme"] is None
+    assert out["ratio"]["host"] == round(600 * 2**20 / pred["predicted"]["host"]["total"], 4)
+    assert any("left out" in a for a in out["assumptions"])
+    with_baseline = compare(pred, {**summary, "host_rss_baseline_bytes": 500 * 2**20})
+    host = with_baseline["predicted"]["host"]
+    assert host["runtime"] == 500 * 2**20 and host["total"] == pred["predicted"]["host"]["total"] + 500 * 2**20
+    assert pred["predicted"]["host"]["runtime"] == 0  # compare does not change its input
+
+
+def test_host_is_per_node_and_compare_sums_the_ranks_of_a_node(config):
+    one = predict(spec_for(config, "full"), TWO, 32, "cpu")["predicted"]["host"]
+    spec = spec_for(config, "full")
+    spec["world_size"] = 2
+    pred = predict(spec, TWO, 32, "cpu")
+    host = pred["predicted"]["host"]
+    assert host["weights"] == 2 * one["weights"]  # two processes on one node, each with the model
+    assert host["gradients"] == 2 * (4 * N_TWO + 4 * N_TWO)  # DDP keeps a bucket copy of the gradients
+    ranks = [{"rank": r, "host": "node0", "host_rss_peak_bytes": 700, "host_rss_baseline_bytes": 500} for r in (0, 1)]
+    summary = {"device": "cpu", "host_rss_peak_bytes": 700, "host_rss_baseline_bytes": 500, "ranks": ranks}
+    out = compare(pred, summary)
+    assert out["measured"]["host"] == 1400 and out["predicted"]["host"]["runtime"] == 1000

@@ -1,0 +1,51 @@
+"""The memory model's copy of DeepSpeed ZeRO-3's placement against the DeepSpeed run this repository
+measured, and DeepSpeed's own estimate called on the model built on the meta device."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import spec_for
+
+from offloadbench.memory.predict import predict, predicted_disk_bytes
+from offloadbench.memory.zero import deepspeed_estimate
+
+
+def test_zero3_nvme_matches_the_measured_deepspeed_run(config, tiny):
+    """results/runs/zero3_offload_nvme (DeepSpeed 0.19.8, CPU, fp32): 1 049 219 072 bytes written to
+    NVMe in 40 steps."""
+    n = 524_288 + 4 * (16_384 + 8_192 + 8_192 + 16_384 + 3 * 49_152 + 256) + 128 + 524_288
+    assert n == 1_836_160
+    spec = spec_for(config, "zero3_offload_nvme")
+    pred = predict(spec, tiny, 128, "cpu")
+    # Per step: fp32 master, exp_avg, exp_avg_sq, and the fp32 gradients of the two partitions of
+    # at least 1 MiB (embedding and lm_head, 524 288 x 4 bytes each); the parameters fit in
+    # max_in_cpu and stay in host memory.
+    assert pred["nvme_written"]["per_step"] == 12 * n + 4 * 2 * 524_288 == 26_228_224
+    assert pred["nvme_written"]["total"] == pytest.approx(1_049_219_072, rel=1e-3)
+    host = pred["predicted"]["host"]
+    # five pinned parameter swap buffers of the largest tensor ("buffer_size": "auto"), fp32
+    assert host["weights"] >= 5 * 524_288 * 4
+    assert host["optimizer"] == 4 * 1_836_288 * 4  # four optimizer swap buffers, 256-element aligned
+    nvme = pred["predicted"]["nvme"]
+    assert nvme["weights"] == 4 * 2 * 524_288  # swap files written when the model was partitioned
+    assert nvme["optimizer"] == 12 * n and nvme["gradients"] == 4 * 2 * 524_288
+    disk = predicted_disk_bytes(spec, tiny, 128, "cpu")
+    assert disk["nvme_swap"] == nvme["total"]
+    assert disk["resume_checkpoints_at_peak"] == 2  # 40 steps, a resume point every 20
+    assert disk["total"] == nvme["total"] + 4 * n + 2 * (4 * n + 12 * n)
+
+
+def test_deepspeed_estimate_arguments_and_meta_device_count(config, tiny):
+    from deepspeed.runtime.zero.stage3 import model_to_params
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    est = deepspeed_estimate(spec_for(config, "zero3_offload_cpu"), tiny)
+    assert est["function"].endswith("estimate_zero3_model_states_mem_needs")
+    args = est["arguments"]
+    # The same counts as model_to_params on a real (CPU) model: on the meta device its
+    # data_ptr()-based de-duplication would collapse every tensor into one.
+    real_total, real_largest = model_to_params(LlamaForCausalLM(LlamaConfig(**tiny)))
+    assert (args["total_params"], args["largest_layer_params"]) == (real_total, real_largest) == (1_836_160, 524_288)
+    assert args["cpu_offload"] and args["cpu_offload_params"] and args["zero_init"]
+    assert est["gpu_bytes"] > 0 and est["host_bytes"] > 0
+    assert deepspeed_estimate(spec_for(config, "full"), tiny) is None
