@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO
 
 from offloadbench import dsconfig
-from offloadbench.config import load_config, run_spec
+from offloadbench.config import PreflightError, load_config, run_spec
 from offloadbench.dsconfig import DeepSpeedConfigError
 
 CATALOGUE = REPO / "tests" / "deepspeed_configs"
@@ -489,3 +489,16 @@ def test_importing_the_module_imports_no_deepspeed():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "[]"
+
+
+def test_an_nvme_dir_that_cannot_be_written_is_refused(tmp_path):
+    """check_writable lives here (config uses it, passing its PreflightError): DeepSpeedConfigError by default."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    nvme = spec("zero3_offload_nvme")
+    ds = dsconfig.read(nvme["deepspeed"])
+    with pytest.raises(DeepSpeedConfigError, match=r"nvme_dir: .*a_file/swap is not writable \(.*a_file is not a"):
+        dsconfig.check_against_run(ds, {**nvme, "nvme_dir": str(blocker / "swap")}, "x.json")
+    dsconfig.check_writable(tmp_path / "new" / "swap", "nvme_dir")  # a folder that can be created
+    with pytest.raises(PreflightError, match="a_file/swap is not writable"):
+        dsconfig.check_writable(blocker / "swap", "nvme_dir", PreflightError)

@@ -15,7 +15,8 @@ each importing only those above it:
   fix; :func:`normalise` writes every key under its canonical name, :func:`get` reads one with
   DeepSpeed's default;
 - :mod:`.run`: :func:`check_against_run` refuses settings that contradict the run's spec, with the
-  fix; :func:`validate` runs DeepSpeed's own config parser on a resolved config.
+  fix; :func:`validate` runs DeepSpeed's own config parser on a resolved config;
+  :func:`check_writable` checks a folder the run will write to.
 
 Importing this package imports no DeepSpeed, torch or transformers (that takes seconds); the first
 check does.
@@ -33,7 +34,7 @@ from .errors import DeepSpeedConfigError
 from .io import read
 from .keys import check_keys, get, normalise
 from .keytree import schema
-from .run import check_against_run, validate
+from .run import check_against_run, check_writable, validate
 
 __all__ = [
     "ACCELERATE_GATHER",
@@ -42,6 +43,7 @@ __all__ = [
     "DeepSpeedConfigError",
     "check_against_run",
     "check_keys",
+    "check_writable",
     "get",
     "hidden_size_values",
     "normalise",

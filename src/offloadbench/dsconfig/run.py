@@ -1,10 +1,11 @@
 """Checks of a config against the run: :func:`check_against_run` (the run's spec), :func:`validate`
-(DeepSpeed's own parser)."""
+(DeepSpeed's own parser) and :func:`check_writable` (a folder the run will write to)."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 from .auto import trainer_values
@@ -153,9 +154,18 @@ def check_against_run(
     if spec.get("nvme_dir") and any(
         (zero.get(s) or {}).get("device") == "nvme" for s in ("offload_param", "offload_optimizer")
     ):
-        from ..config import check_writable  # raises config.PreflightError
-
         check_writable(Path(spec["nvme_dir"]), f"run {run}: nvme_dir")
+
+
+def check_writable(path: Path, what: str, error: type[Exception] = DeepSpeedConfigError) -> None:
+    """``path`` can be created or written: its nearest existing ancestor is a writable folder.
+
+    Raises ``error`` (config passes its PreflightError) naming ``what``, ``path`` and the ancestor."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise error(f"{what}: {path} is not writable ({existing} is not a writable folder)")
 
 
 # ---------------------------------------------------------------------------------------------
