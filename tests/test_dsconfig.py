@@ -491,6 +491,23 @@ def test_importing_the_module_imports_no_deepspeed():
     assert out.strip() == "[]"
 
 
+def test_the_sub_modules_import_one_way():
+    """Each sub-module imports only those before it in order, at the top of the module, and nothing else of
+    offloadbench (config imports dsconfig, not the reverse)."""
+    import ast
+
+    order = ["errors", "io", "keytree", "auto", "keys", "run"]
+    package = REPO / "src" / "offloadbench" / "dsconfig"
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted([*order, "__init__"])
+    for i, name in enumerate(order):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node in tree.body, f"{name}.py imports .{node.module} inside a function"
+                where = "." * node.level + (node.module or "")
+                assert node.level == 1 and node.module in order[:i], f"{name}.py imports {where}"
+
+
 def test_an_nvme_dir_that_cannot_be_written_is_refused(tmp_path):
     """check_writable lives here (config uses it, passing its PreflightError): DeepSpeedConfigError by default."""
     blocker = tmp_path / "a_file"
