@@ -27,6 +27,19 @@ include: "workflow/rules/memory.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+# Jobs of seconds (specs, predictions, tables, claims, figures) run where Snakemake runs, never
+# through a cluster queue, whose latency would dominate them.
+localrules:
+    all,
+    resolve,
+    resolve_pretrain,
+    memory,
+    aggregate,
+    claims,
+    figures,
+    compare_reference,
+
+
 rule all:
     input:
         all_outputs(),

@@ -18,7 +18,7 @@ Every check goes through the project's own code, as the workflow runs it: the da
 are built with offloadbench.data and offloadbench.model, the runs are specs built by
 offloadbench.config.run_spec from configs/config.yaml and launched like the ``train`` rule
 (``python -m offloadbench.train``, or torchrun for DeepSpeed), and the 4-bit model is loaded with
-offloadbench.train.load_model.
+offloadbench.training.model.load_model.
 
   ops                 DeepSpeed's cpu_adam and async_io ops build and load (python -m offloadbench.ops)
   build               corpus (pydoc), tokenizer and a Llama model (~29 M parameters) built locally
@@ -187,7 +187,8 @@ def dataset_spec(size: dict) -> dict:
 
 
 def gpu_check_config(size: dict, nvme_root: Path) -> dict:
-    from offloadbench.config import DEFAULT_CONFIG, deep_merge, read_yaml
+    from offloadbench.config import DEFAULT_CONFIG, deep_merge
+    from offloadbench.io import read_yaml
 
     ds = dataset_spec(size)
     steps = size["steps"]
@@ -245,16 +246,12 @@ def subprocess_env() -> dict:
 
 
 def train_command(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -> list[str]:
-    """The ``train`` rule's command: offloadbench.launch's launcher, with this interpreter."""
-    from offloadbench.launch import launcher_command
+    """The ``train`` rule's command (offloadbench.launch.train_argv, with this interpreter) for the
+    spec resolved as the ``resolve`` rule resolves it."""
+    from offloadbench.launch import train_argv
+    from offloadbench.resolve import resolve_spec
 
-    launcher = launcher_command(spec).split()
-    if launcher[0] == "torchrun":  # torchrun is `python -m torch.distributed.run`; PATH may lack it
-        launcher = [sys.executable, "-m", "torch.distributed.run", *launcher[1:]]
-    else:
-        launcher = [sys.executable]
-    cmd = [*launcher, "-m", "offloadbench.train", "--spec", json.dumps(spec), "--data", str(data_dir)]
-    cmd += ["--out", str(out)]
+    cmd = train_argv(resolve_spec(spec), data_dir, out)
     if save_model is not None:
         cmd += ["--save-model", str(save_model)]
     return cmd
@@ -431,12 +428,13 @@ class Checker:
         return result
 
     def pretrain(self) -> dict:
-        from offloadbench.config import pretrain_spec
+        from offloadbench.spec import pretrain_spec
 
         return self.train("pretrain", pretrain_spec(self.config), save_model=self.model_dir)
 
     def run(self, name: str) -> dict:
-        from offloadbench.config import check_run, run_spec
+        from offloadbench.config import check_run
+        from offloadbench.spec import run_spec
 
         spec = run_spec(self.config, name)
         check_run(spec, name)
@@ -457,9 +455,9 @@ class Checker:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from offloadbench.config import run_spec
         from offloadbench.env import choose_dtype, torch_dtype
-        from offloadbench.train import load_model
+        from offloadbench.spec import run_spec
+        from offloadbench.training.model import load_model
 
         spec = run_spec(self.config, "qlora_paged")
         device, dtype_name = choose_dtype(spec["training"]["dtype"])

@@ -6,7 +6,7 @@ DeepSpeed's own memory model for the Llama 3.1 8B and 70B architectures at large
     .venv/bin/python benchmarks/scaling.py --repeats 3 --out results/reference/default/scaling.json
 
 Each world size trains the default profile's zero3_offload_cpu run through offloadbench.train,
-started exactly as the workflow starts a run with that world_size (launcher_command: torchrun, one
+started exactly as the workflow starts a run with that world_size (offloadbench.launch.train_argv: torchrun, one
 process per rank, gloo on CPU). The micro-batch is per process, so world size 2 trains twice the
 tokens per step (DeepSpeed's train_batch_size stays "auto"). The machine's cores are shared out
 (OMP_NUM_THREADS = cores / world size). Reported per world size: tokens/s over all ranks, and per
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -30,9 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from offloadbench.config import load_config, run_spec  # noqa: E402
+from offloadbench.config import load_config  # noqa: E402
 from offloadbench.env import cpu_model, prepare_process, versions  # noqa: E402
-from offloadbench.launch import launcher_command  # noqa: E402
+from offloadbench.launch import train_argv  # noqa: E402
+from offloadbench.resolve import resolve_spec  # noqa: E402
+from offloadbench.spec import run_spec  # noqa: E402
 
 GB = 1e9
 # Architectures from the models' config.json (meta-llama/Llama-3.1-8B and -70B).
@@ -46,19 +47,11 @@ LAYOUTS = [(1, 1), (1, 2), (1, 8), (2, 8), (8, 8)]
 
 def measure(spec: dict, data_dir: Path, world_size: int) -> dict:
     """One run of offloadbench.train at ``world_size``; its summary's throughput and memory."""
-    spec = {**spec, "world_size": world_size}
+    spec = resolve_spec({**spec, "world_size": world_size})
     threads = max(1, (os.cpu_count() or 1) // world_size)
     with tempfile.TemporaryDirectory() as out:
-        cmd = (
-            f"{launcher_command(spec)} -m offloadbench.train --spec {shlex.quote(json.dumps(spec))}"
-            f" --data {shlex.quote(str(data_dir))} --out {shlex.quote(out)}"
-        )
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": str(threads),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        }
-        proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, env=env)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.run(train_argv(spec, data_dir, out), capture_output=True, text=True, env=env)
         summary_path = Path(out) / "summary.json"
         if proc.returncode != 0 or not summary_path.exists():
             raise RuntimeError(f"world size {world_size} failed:\n{proc.stderr[-3000:]}")

@@ -14,6 +14,7 @@ least 0.9. The table goes to stdout and, with --out, to a JSON file.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -27,8 +28,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from offloadbench.config import load_config, run_spec  # noqa: E402
+from offloadbench.config import load_config  # noqa: E402
 from offloadbench.env import cpu_model, prepare_process, versions  # noqa: E402
+from offloadbench.launch import launcher_argv, train_argv  # noqa: E402
+from offloadbench.resolve import resolve_spec  # noqa: E402
+from offloadbench.spec import run_spec  # noqa: E402
 
 
 def batches(data, micro: int, accum: int, steps: int, seed: int):
@@ -49,13 +53,13 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
     """tokens/s of a hand-written loop: torch AdamW, or DeepSpeed's engine for ZeRO runs."""
     import datasets
 
-    from offloadbench.train import load_deepspeed_config, load_model
+    from offloadbench.training.model import load_model
 
     tr = spec["training"]
     data = datasets.load_from_disk(str(data_dir))
     steps = batches(data, tr["micro_batch_size"], tr["gradient_accumulation_steps"], tr["max_steps"], spec["seed"])
     torch.manual_seed(spec["seed"])
-    ds = load_deepspeed_config(spec)
+    ds = copy.deepcopy(spec["deepspeed_config"])  # the resolved spec's: what the rule's run gets
     if ds:
         import deepspeed
 
@@ -104,21 +108,21 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
     return tokens / elapsed
 
 
-def rule(spec: dict, data_dir: Path, launcher: list[str]) -> float:
+def rule(spec: dict, data_dir: Path) -> float:
     """tokens/s that offloadbench.train records for the same run (a fresh process, as the rule)."""
     with tempfile.TemporaryDirectory() as out:
         if spec.get("nvme_dir"):
             spec = {**spec, "nvme_dir": str(Path(out) / "nvme")}
-        cmd = [*launcher, "-m", "offloadbench.train", "--spec", json.dumps(spec), "--data", str(data_dir), "--out", out]
+        cmd = train_argv(spec, data_dir, out)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{spec['run']} failed:\n{proc.stderr[-3000:]}")
         return json.loads((Path(out) / "summary.json").read_text())["tokens_per_s"]
 
 
-def plain_in_subprocess(spec: dict, data_dir: Path, launcher: list[str]) -> float:
+def plain_in_subprocess(spec: dict, data_dir: Path) -> float:
     """Each plain loop in a fresh process too, started like the rule (torchrun for DeepSpeed)."""
-    cmd = [*launcher, __file__, "--plain-one", json.dumps(spec), str(data_dir)]
+    cmd = [*launcher_argv(spec), __file__, "--plain-one", json.dumps(spec), str(data_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("TOKENS_PER_S")]
     if proc.returncode != 0 or not lines:
@@ -150,12 +154,11 @@ def main() -> int:
     for name in args.runs:
         spec = run_spec(config, name)
         spec["model"]["path"] = str(model_dir)
-        torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "1"]
-        launcher = torchrun if spec["deepspeed"] else [sys.executable]
+        spec = resolve_spec(spec)
         plain, ours = [], []
         for _ in range(args.repeats):
-            plain.append(plain_in_subprocess(spec, data_dir, launcher))
-            ours.append(rule(spec, data_dir, launcher))
+            plain.append(plain_in_subprocess(spec, data_dir))
+            ours.append(rule(spec, data_dir))
         row = {"run": name, "plain_tokens_per_s": max(plain), "rule_tokens_per_s": max(ours)}
         row["ratio"] = row["rule_tokens_per_s"] / row["plain_tokens_per_s"]
         rows.append(row)

@@ -63,7 +63,7 @@ def tiny(config):
 
 def spec_for(config, run: str, **training) -> dict:
     """A run's spec from ``config`` with some training settings changed (a copy)."""
-    from offloadbench.config import run_spec
+    from offloadbench.spec import run_spec
 
     spec = copy.deepcopy(run_spec(config, run))
     spec["training"].update(training)

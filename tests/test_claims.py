@@ -128,7 +128,8 @@ def test_main_writes_json_matching_the_schema_and_markdown(tmp_path):
 
 
 def _paper_spec(run):
-    from offloadbench.config import load_config, run_spec
+    from offloadbench.config import load_config
+    from offloadbench.spec import run_spec
 
     spec = run_spec(load_config(REPO / "configs" / "paper.yaml"), run)
     spec["model"] = {**spec["model"], "path": str(REPO / "configs" / "models" / "llama-3.1-8b.json")}
@@ -151,7 +152,8 @@ def test_c3_reports_the_memory_models_prediction_beside_the_measurement(tmp_path
 
 
 def test_c3_on_a_model_that_fits_anyway_says_there_is_nothing_to_rescue(tmp_path):
-    from offloadbench.config import load_config, run_spec
+    from offloadbench.config import load_config
+    from offloadbench.spec import run_spec
 
     config = load_config()
     cfg = tmp_path / "config.json"

@@ -6,7 +6,9 @@ import pytest
 import yaml
 from conftest import REPO, TINY, snakemake
 
-from offloadbench.config import ConfigError, load_config, run_spec
+from offloadbench.config import load_config
+from offloadbench.errors import ConfigError
+from offloadbench.spec import run_spec
 
 PAPER = REPO / "configs" / "paper.yaml"
 
@@ -240,7 +242,7 @@ def test_sweep_expands_into_runs_with_their_own_model_and_data():
     assert spec["deepspeed"] == run_spec(config, "qlora_offload")["deepspeed"]  # the template's settings
     base = run_spec(config, "full.base.b128")
     assert base["model"] == run_spec(config, "full")["model"] and base["dataset"] == "pydoc-topics"
-    from offloadbench.config import declared_runs
+    from offloadbench.spec import declared_runs
 
     assert declared_runs(config) == names[:9], "claims compare the profile's own runs, not the sweep's points"
     own = load_config(

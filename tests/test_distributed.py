@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import BIN, SCRATCH, TINY, read_jsonl, small_tokenizer, validate
+from conftest import SCRATCH, TINY, read_jsonl, small_tokenizer, validate
 
 from offloadbench import launch
-from offloadbench.config import load_config, run_spec
-from offloadbench.launch import job_resources, launcher_command, torchrun_args
+from offloadbench.config import load_config
+from offloadbench.launch import job_resources, launcher_argv, launcher_command, torchrun_args, train_argv
+from offloadbench.resolve import resolve_spec
+from offloadbench.spec import run_spec
 
 
 def spec(world_size: int = 1, num_nodes: int = 1, run: str = "zero3_offload_cpu") -> dict:
@@ -23,14 +25,27 @@ def spec(world_size: int = 1, num_nodes: int = 1, run: str = "zero3_offload_cpu"
     return out
 
 
+TORCHRUN = "python -m torch.distributed.run --standalone --nproc_per_node"
+
+
 def test_one_process_runs_plain_python_and_deepspeed_runs_torchrun():
     assert launcher_command(spec(run="lora")) == "python"
-    assert launcher_command(spec(1)) == "torchrun --standalone --nproc_per_node 1"
+    assert launcher_command(spec(1)) == f"{TORCHRUN} 1"
 
 
 def test_two_processes_on_one_machine_run_torchrun_standalone():
-    assert launcher_command(spec(2)) == "torchrun --standalone --nproc_per_node 2"
-    assert launcher_command(spec(2, run="lora")) == "torchrun --standalone --nproc_per_node 2"
+    assert launcher_command(spec(2)) == f"{TORCHRUN} 2"
+    assert launcher_command(spec(2, run="lora")) == f"{TORCHRUN} 2"
+
+
+def test_tools_get_this_interpreter_and_the_whole_command():
+    """launcher_argv with no interpreter named is this one (benchmarks, GPU check, tests);
+    train_argv is the train rule's whole command."""
+    assert launcher_argv(spec(run="lora")) == [sys.executable]
+    assert launcher_argv(spec(2))[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    cmd = train_argv(spec(1), "data", "out")
+    assert cmd[6:9] == ["-m", "offloadbench.train", "--spec"] and cmd[-4:] == ["--data", "data", "--out", "out"]
+    assert json.loads(cmd[9]) == spec(1)
 
 
 def test_two_machines_run_one_rendezvous_agent_per_node_through_srun():
@@ -126,12 +141,9 @@ def test_two_processes_train_zero3_offload_and_rank_0_reports(tiny_inputs, tmp_p
     s["model"] = {"path": str(tiny_inputs / "model"), "revision": None, "name": "t"}
     s["training"].update(max_steps=4, save_steps=4, eval_max_blocks=4)
     out = tmp_path / "run"
-    cmd = (
-        f"{launcher_command(s)} -m offloadbench.train --spec {shlex.quote(json.dumps(s))}"
-        f" --data {tiny_inputs / 'data'} --out {out}"
-    )
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    cmd = train_argv(resolve_spec(s), tiny_inputs / "data", out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     validate(summary, "summary.schema.json")

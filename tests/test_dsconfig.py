@@ -18,8 +18,10 @@ import pytest
 from conftest import REPO
 
 from offloadbench import dsconfig
-from offloadbench.config import PreflightError, load_config, run_spec
+from offloadbench.config import load_config
 from offloadbench.dsconfig import DeepSpeedConfigError
+from offloadbench.errors import PreflightError
+from offloadbench.spec import run_spec
 
 CATALOGUE = REPO / "tests" / "deepspeed_configs"
 HIDDEN_SIZES = (128, 4096)
@@ -357,7 +359,7 @@ def test_each_section_is_parsed_by_the_model_its_keys_come_from(section, model, 
 
 
 def test_normalise_and_get_read_every_spelling_with_deepspeed_defaults():
-    from offloadbench.memory import DS_DEFAULTS
+    from offloadbench.memory.zero import DS_DEFAULTS
 
     ds = dsconfig.read(CATALOGUE / "axolotl_zero3_bf16_cpuoffload_all.json")
     zero = dsconfig.normalise(ds)["zero_optimization"]

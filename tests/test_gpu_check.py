@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import REPO
 
-from offloadbench.config import check_config, check_run, run_spec, schema_errors
+from offloadbench.config import check_config, check_run, schema_errors
+from offloadbench.spec import config_spec, run_spec
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 WHEELS = REPO / "benchmarks" / "gpu_wheels.sh"
@@ -81,13 +82,20 @@ def test_it_runs_the_paths_the_issue_names(gpu_check, tmp_path, monkeypatch):
 def test_jobs_are_launched_like_the_train_rule(gpu_check, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = gpu_check.gpu_check_config(gpu_check.SIZES["gpu"], tmp_path / "nvme")
+    model = Path(run_spec(config, "qlora_paged")["model"]["path"])  # the config the resolve step reads
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", **config["model"]["scratch"]}))
     plain = gpu_check.train_command(run_spec(config, "qlora_paged"), tmp_path / "data", tmp_path / "out")
     assert plain[:3] == [sys.executable, "-m", "offloadbench.train"]
     ds = gpu_check.train_command(run_spec(config, "zero3_offload_cpu"), tmp_path / "data", tmp_path / "out")
     assert ds[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
     assert ds[6:8] == ["-m", "offloadbench.train"]
     spec = json.loads(ds[ds.index("--spec") + 1])
-    assert spec == run_spec(config, "zero3_offload_cpu")
+    assert config_spec(spec) == run_spec(config, "zero3_offload_cpu"), "the run's spec, resolved"
+    assert (
+        spec["deepspeed_config"]["train_batch_size"]
+        == spec["training"]["micro_batch_size"] * spec["training"]["gradient_accumulation_steps"]
+    )
     env = gpu_check.subprocess_env()
     assert env["PYTHONPATH"].split(":")[0] == str(REPO / "src")
 

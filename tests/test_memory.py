@@ -103,7 +103,7 @@ def test_activation_model_matches_what_autograd_saves(config, tmp_path, method, 
     gradient checkpointing), counted tensor by tensor while autograd saves them."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from offloadbench.train import load_model
+    from offloadbench.training.model import load_model
 
     spec = spec_for(config, method, micro_batch_size=2, dtype=dtype, gradient_checkpointing=gc)
     if targets == "all-linear":
@@ -130,7 +130,7 @@ def test_qlora_activation_model_matches_what_autograd_saves(config, tmp_path):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    from offloadbench.train import quantization_config
+    from offloadbench.training.model import quantization_config
 
     spec = spec_for(config, "qlora", micro_batch_size=2)
     torch.manual_seed(0)

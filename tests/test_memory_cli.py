@@ -8,10 +8,11 @@ import json
 import pytest
 from conftest import REPO, spec_for, validate
 
-from offloadbench.config import load_config, run_spec
+from offloadbench.config import load_config
 from offloadbench.memory.cli import main
 from offloadbench.memory.estimate import estimate_time
 from offloadbench.memory.predict import predict
+from offloadbench.spec import run_spec
 
 
 def test_cli_writes_json_that_validates(config, tiny, tmp_path):

@@ -12,7 +12,8 @@ import pytest
 from conftest import REPO
 
 from offloadbench import owned
-from offloadbench.config import ConfigError, load_config
+from offloadbench.config import load_config
+from offloadbench.errors import ConfigError
 
 CANARY = "the user's file: must survive\n"
 

@@ -6,6 +6,7 @@ GPUs, nodes and tasks (a stand-in sbatch records them; nothing is submitted)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -192,6 +193,9 @@ def test_slurm_submissions_ask_for_gpus_nodes_and_tasks(tmp_path):
         (bin_dir / name).chmod(0o755)
     for inputs in ("results/data/pydoc-topics", "results/models/tiny-llama"):  # only the training jobs run
         (work / inputs).mkdir(parents=True)
+    # ... and, locally (localrules), the resolve jobs, which read the model's config.
+    scratch = load_config()["model"]["scratch"]
+    (work / "results/models/tiny-llama/config.json").write_text(json.dumps({"model_type": "llama", **scratch}))
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",

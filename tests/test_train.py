@@ -9,10 +9,13 @@ import pytest
 import torch
 from conftest import SCRATCH, small_tokenizer
 
-from offloadbench.config import PreflightError, check_deepspeed_config, load_config, run_spec
+from offloadbench.config import load_config
 from offloadbench.env import choose_dtype
+from offloadbench.errors import PreflightError
 from offloadbench.model import build_model
-from offloadbench.train import count_params, load_model, offload_label
+from offloadbench.spec import run_spec
+from offloadbench.training.model import count_params, load_model
+from offloadbench.training.offload import offload_label
 
 
 @pytest.fixture(scope="module")
@@ -68,36 +71,6 @@ def test_lora_target_that_matches_nothing_is_refused(model_dir):
         load_model(spec, "cpu", "fp32", zero3=False)
 
 
-def test_deepspeed_batch_size_that_contradicts_the_run_is_refused():
-    """The tutorial's train_batch_size 16 beside micro-batch 1 x accumulation 8."""
-    spec = run_spec(
-        load_config(overrides={"training": {"micro_batch_size": 1, "gradient_accumulation_steps": 8}}),
-        "zero3_offload_cpu",
-    )
-    ds = json.loads(open(spec["deepspeed"]).read())
-    check_deepspeed_config(ds, spec, spec["deepspeed"])  # "auto" everywhere: fine
-    ds["train_batch_size"] = 16
-    with pytest.raises(PreflightError, match="train_batch_size=16.*train_batch_size=8"):
-        check_deepspeed_config(ds, spec, spec["deepspeed"])
-    ds["train_batch_size"] = 8
-    check_deepspeed_config(ds, spec, spec["deepspeed"])
-
-
-def test_paged_optimizer_with_deepspeed_is_refused():
-    spec = run_spec(load_config(), "zero3_offload_cpu")
-    spec["training"]["optimizer"] = "paged_adamw_8bit"
-    with pytest.raises(PreflightError, match="owns the optimizer"):
-        check_deepspeed_config({"zero_optimization": {"stage": 3}}, spec, spec["deepspeed"])
-
-
-def test_nvme_offload_without_nvme_dir_is_refused():
-    spec = run_spec(load_config(), "zero3_offload_nvme")
-    spec["nvme_dir"] = None
-    ds = json.loads(open(spec["deepspeed"]).read())
-    with pytest.raises(PreflightError, match="nvme_dir"):
-        check_deepspeed_config(ds, spec, spec["deepspeed"])
-
-
 def test_offload_labels_come_from_the_deepspeed_config_and_switches():
     config = load_config()
     label = offload_label(
@@ -122,15 +95,18 @@ def test_dtype_follows_the_hardware_and_refuses_what_it_lacks():
 def test_run_whose_predicted_disk_exceeds_the_free_space_stops_before_loading(model_dir, tmp_path, monkeypatch):
     from collections import namedtuple
 
-    from offloadbench import train
+    from offloadbench.resolve import resolve_spec
+    from offloadbench.training import lifecycle
 
     spec = spec_for("zero3_offload_nvme", model_dir)
     spec["nvme_dir"] = str(tmp_path / "swap")
-    train.check_disk(spec, tmp_path / "run", "cpu")  # this disk has room: no error
+    spec = resolve_spec(spec)
+    assert spec["disk"]["cpu"]["nvme_swap"] > 0 and spec["disk"]["cpu"]["total"] > spec["disk"]["cpu"]["nvme_swap"]
+    lifecycle.check_disk(spec, tmp_path / "run", "cpu")  # this disk has room: no error
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: usage(2**30, 2**30, 1024))
+    monkeypatch.setattr(lifecycle.shutil, "disk_usage", lambda path: usage(2**30, 2**30, 1024))
     with pytest.raises(PreflightError) as err:
-        train.check_disk(spec, tmp_path / "run", "cpu")
+        lifecycle.check_disk(spec, tmp_path / "run", "cpu")
     message = str(err.value)
     assert "run zero3_offload_nvme" in message and str(tmp_path) in message
     assert "NVMe swap files" in message and "resume checkpoints" in message and "0.00 GiB is free" in message

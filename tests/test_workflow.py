@@ -54,7 +54,7 @@ def metrics(workdir, run):
 
 def tiny_spec(workdir, run: str, **training) -> dict:
     """The resolved spec of a tiny-profile run, pointed at the workflow's base model."""
-    from offloadbench.config import run_spec
+    from offloadbench.spec import run_spec
 
     spec = run_spec(CONFIG, run)
     spec["model"]["path"] = str(workdir / "results" / "models" / "tiny-test-llama")
@@ -63,14 +63,11 @@ def tiny_spec(workdir, run: str, **training) -> dict:
 
 
 def train_command(workdir, spec: dict, out) -> list[str]:
-    """The command the train rule runs for this spec: torchrun for DeepSpeed runs, else python."""
-    import sys
+    """The command the train rule runs for this spec, resolved as the resolve rule resolves it."""
+    from offloadbench.launch import train_argv
+    from offloadbench.resolve import resolve_spec
 
-    launcher = [sys.executable]
-    if spec["deepspeed"]:
-        launcher = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "1"]
-    data = workdir / "results" / "data" / "pydoc-topics"
-    return [*launcher, "-m", "offloadbench.train", "--spec", json.dumps(spec), "--data", str(data), "--out", str(out)]
+    return train_argv(resolve_spec(spec), workdir / "results" / "data" / "pydoc-topics", out)
 
 
 def test_every_output_matches_its_schema(tiny_workflow):
@@ -304,7 +301,7 @@ def test_a_run_that_fails_is_recorded_and_the_job_succeeds(tiny_workflow, tmp_pa
 
 
 def test_out_of_memory_errors_are_told_apart():
-    from offloadbench.train import is_out_of_memory
+    from offloadbench.training.lifecycle import is_out_of_memory
 
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import html
-from .config import load_spec
 from .io import atomic_path, write_text
+from .spec import load_spec
 
 GIB = 2**30
 MIB = 2**20

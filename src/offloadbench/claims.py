@@ -15,48 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-import jsonschema
-
 from . import html
-from .config import REPO, ConfigError, read_yaml
+from .claims_file import load_claims
 from .io import write_json, write_text
+from .memory.counting import load_model_config
+from .memory.predict import predict
 
 GPU_METRICS = ("gpu_allocated_peak_bytes", "gpu_reserved_peak_bytes", "gpu_nvml_used_peak_bytes")
-
-
-def load_claims(path: str | Path) -> list[dict]:
-    """The claims file, checked against its schema and the summary's metrics (ConfigError naming
-    the claim and key otherwise), so a typo stops the workflow before any job rather than at the end."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"claims file {path} does not exist")
-    doc = read_yaml(path)
-    schema = read_yaml(REPO / "workflow" / "schemas" / "claims_config.schema.yaml")
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
-    if errors:
-        err = errors[0]
-        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"claims file {path}: key {where}: {err.message}")
-    summary = json.loads((REPO / "workflow" / "schemas" / "summary.schema.json").read_text())
-    numeric = sorted(
-        k for k, v in summary["properties"].items() if {"number", "integer"} & set(_types(v.get("type", [])))
-    )
-    ids = [c["id"] for c in doc["claims"]]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise ConfigError(f"claims file {path}: claim ids must be unique; repeated: {', '.join(dupes)}")
-    for claim in doc["claims"]:
-        for metric in claim.get("metrics", []):
-            if metric not in numeric:
-                raise ConfigError(
-                    f"claims file {path}: claim {claim['id']}: metric {metric!r} is not a numeric field of "
-                    f"summary.json; use one of {', '.join(numeric)}"
-                )
-    return doc["claims"]
-
-
-def _types(t) -> list[str]:
-    return [t] if isinstance(t, str) else list(t)
 
 
 def _load(runs_dir: Path, runs: list[str]) -> dict[str, dict | None]:
@@ -119,8 +84,6 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
 def predicted_fit(claim: dict, summaries: dict[str, dict]) -> tuple[str, dict]:
     """The memory model's side of a fit claim: each run's predicted accelerator peak (as if on CUDA)
     against the accelerator's memory (the measured GPU's, else the claim's accelerator_gib)."""
-    from .memory.counting import load_model_config
-    from .memory.predict import predict
 
     gpu_bytes = next((s["hardware"].get("gpu_memory_bytes") for s in summaries.values() if s["device"] == "cuda"), None)
     limit = gpu_bytes or claim.get("accelerator_gib", 80) * 2**30

@@ -1,37 +1,25 @@
-"""Configuration: schema validation, cross-key checks and the resolved spec of each job.
+"""Configuration: schema validation, sweeps and the cross-key checks made before any job.
 
 The Snakefile validates the merged config with Snakemake's own ``validate`` against
 ``workflow/schemas/config.schema.yaml`` and then calls :func:`check_config` for what a JSON schema
 cannot say (unique run names, block size against context length, files that must exist, a
-DeepSpeed config that must agree with the run). The scripts never read the YAML themselves: every
-rule hands them a resolved JSON spec (:func:`run_spec`, :func:`data_spec`, ...), so a change of
-config re-runs exactly the jobs whose spec changed (Snakemake's params rerun trigger).
+DeepSpeed config checked key by key against DeepSpeed's own and against the run, nvme_dir against
+the folders no run may write in, the claims file). The jobs' specs are built in offloadbench.spec.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 from pathlib import Path
-from typing import Any
 
-import yaml
+from . import dsconfig, owned
+from .claims_file import load_claims
+from .errors import ConfigError, PreflightError
+from .io import read_yaml
+from .spec import REPO, datasets, repo_path, run_spec, scratch_config
 
-from . import owned
-
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO / "workflow" / "schemas"
 DEFAULT_CONFIG = REPO / "configs" / "config.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the key and what would be right."""
-
-
-class PreflightError(ConfigError):
-    """A run that cannot work, found by the training job before any training starts."""
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -43,17 +31,6 @@ def deep_merge(base: dict, override: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
-    return data
 
 
 def schema_errors(config: dict) -> list[str]:
@@ -116,37 +93,6 @@ def expand_sweep(config: dict) -> dict:
                     run["nvme_dir"] = f"{run['nvme_dir']}.{size}.b{block}"
                 extra.append(run)
     return {**config, "runs": config["runs"] + extra}
-
-
-def declared_runs(config: dict) -> list[str]:
-    """The profile's own runs, without the sweep's points (claims compare these with the base model)."""
-    return [r["name"] for r in config["runs"] if not r.get("sweep_point")]
-
-
-def scratch_config(config: dict, size: str = "base") -> dict:
-    """model.scratch with the overrides of a model size (base = the profile's own model)."""
-    return {**config["model"]["scratch"], **(config["model"].get("sizes", {}).get(size) or {})}
-
-
-def model_name(config: dict, size: str = "base") -> str:
-    return config["model"]["name"] if size == "base" else f"{config['model']['name']}-{size}"
-
-
-def models(config: dict) -> dict[str, dict]:
-    """Every scratch model the profile builds: name -> LlamaConfig fields (base first)."""
-    if config["model"]["source"] != "scratch":
-        return {}
-    sizes = ["base", *sorted({r["model_size"] for r in config["runs"] if r.get("model_size", "base") != "base"})]
-    return {model_name(config, size): scratch_config(config, size) for size in sizes}
-
-
-def run_dataset(config: dict, run: dict) -> dict:
-    """The fine-tuning data of a run: the profile's dataset, re-blocked if the run sets block_size."""
-    ds = config["dataset"]
-    block = run.get("block_size")
-    if block is None or block == ds["block_size"]:
-        return ds
-    return {**ds, "name": f"{ds['name']}-b{block}", "block_size": block}
 
 
 def _need(cond: bool, key: str, message: str) -> None:
@@ -213,8 +159,6 @@ def check_config(config: dict, root: str | Path = ".") -> None:
         check_run(spec, f"runs[{i}] ({run['name']})")
         if spec.get("nvme_dir"):
             check_nvme_dir(spec, f"runs[{i}] ({run['name']}).nvme_dir", root)
-    from .claims import load_claims  # claims.py builds on this module
-
     load_claims(repo_path(config["claims"]))
 
 
@@ -238,15 +182,6 @@ def check_scratch(sc: dict, key: str, qlora: bool) -> None:
                 f"{sc[field]} must be a multiple of 64 for 4-bit (qlora) runs: bitsandbytes quantizes "
                 "every input row in blocks of 64 values",
             )
-
-
-def datasets(config: dict) -> dict[str, dict]:
-    """Every dataset the profile prepares, by config key: the fine-tuning data and, for a scratch
-    model, the pretraining corpus."""
-    out = {"dataset": config["dataset"]}
-    if config["model"]["source"] == "scratch":
-        out["model.pretrain.dataset"] = config["model"]["pretrain"]["dataset"]
-    return out
 
 
 def check_run(spec: dict, where: str) -> None:
@@ -317,165 +252,17 @@ def check_local_model(path: Path) -> None:
     )
 
 
-# DeepSpeed keys that Trainer fills from the run ("auto"), and the value each must have otherwise.
-DEEPSPEED_BATCH_KEYS = {
-    "train_batch_size": lambda t, w: t["micro_batch_size"] * t["gradient_accumulation_steps"] * w,
-    "train_micro_batch_size_per_gpu": lambda t, w: t["micro_batch_size"],
-    "gradient_accumulation_steps": lambda t, w: t["gradient_accumulation_steps"],
-    "gradient_clipping": lambda t, w: t["max_grad_norm"],
-}
-
-
 def read_deepspeed_config(spec: dict) -> dict | None:
-    """Read a run's DeepSpeed JSON and check it against the run (None for runs without one)."""
+    """A run's DeepSpeed JSON (None for runs without one), every key checked against DeepSpeed's
+    own config models and every setting against the run (offloadbench.dsconfig)."""
     if not spec.get("deepspeed"):
         return None
     path = Path(spec["deepspeed"])
-    if not path.is_file():
-        raise PreflightError(f"run {spec['run']}: deepspeed config {path} does not exist")
     try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PreflightError(f"run {spec['run']}: deepspeed config {path} is not valid JSON: {err}") from err
-    check_deepspeed_config(ds, spec, path)
+        ds = dsconfig.read(path)
+        dsconfig.check_keys(ds, path)
+        dsconfig.check_against_run(ds, spec, path)
+    except dsconfig.DeepSpeedConfigError as err:
+        text = str(err)
+        raise PreflightError(text if text.startswith(f"run {spec['run']}:") else f"run {spec['run']}: {text}") from err
     return ds
-
-
-def check_deepspeed_config(ds: dict, spec: dict, path: str | Path) -> None:
-    """Batch keys must be "auto" (Trainer fills them) or equal what the run trains with; the
-    offload targets must be usable by the run."""
-    tr, ws = spec["training"], spec["world_size"]
-    for key, expected in DEEPSPEED_BATCH_KEYS.items():
-        value = ds.get(key, "auto")
-        if value != "auto" and value != expected(tr, ws):
-            raise PreflightError(
-                f"run {spec['run']}: {path} sets {key}={value}, but the run trains with {key}={expected(tr, ws)} "
-                f"(micro_batch_size={tr['micro_batch_size']} x gradient_accumulation_steps="
-                f'{tr["gradient_accumulation_steps"]} x world_size={ws}); set it to "auto"'
-            )
-    zero = ds.get("zero_optimization", {})
-    for section in ("offload_param", "offload_optimizer"):
-        device = (zero.get(section) or {}).get("device", "none")
-        if section == "offload_param" and device != "none" and zero.get("stage") != 3:
-            raise PreflightError(
-                f"run {spec['run']}: {path} offloads parameters (zero_optimization.offload_param) but sets "
-                f"stage={zero.get('stage')}; parameter offload needs ZeRO stage 3"
-            )
-        if device == "nvme" and not spec.get("nvme_dir"):
-            raise PreflightError(f"run {spec['run']}: {path} offloads {section} to nvme; set nvme_dir in the run")
-        if device == "nvme":
-            check_writable(Path(spec["nvme_dir"]), f"run {spec['run']}: nvme_dir")
-    if tr["optimizer"].startswith("paged_"):
-        raise PreflightError(
-            f"run {spec['run']}: training.optimizer={tr['optimizer']} cannot be combined with "
-            "deepspeed, which owns the optimizer (use offload_optimizer in the DeepSpeed config instead)"
-        )
-
-
-def check_writable(path: Path, what: str) -> None:
-    """``path`` can be created or written: its nearest existing ancestor is a writable folder."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise PreflightError(f"{what}: {path} is not writable ({existing} is not a writable folder)")
-
-
-def _resolve(defaults: dict, override: dict | None) -> dict:
-    return {**defaults, **(override or {})}
-
-
-def run_spec(config: dict, name: str) -> dict:
-    """The resolved settings of one run: defaults merged with the run's overrides."""
-    matches = [r for r in config["runs"] if r["name"] == name]
-    if not matches:
-        raise ConfigError(f"no run named {name!r} in config key runs")
-    return _spec(config, matches[0])
-
-
-def _spec(config: dict, run: dict) -> dict:
-    """A job's spec from a run entry (the shape of `runs:` items) and the profile's defaults."""
-    return {
-        "run": run["name"],
-        "method": run["method"],
-        "deepspeed": repo_path(run.get("deepspeed")),
-        "nvme_dir": run.get("nvme_dir"),
-        "world_size": run.get("world_size", 1),
-        "num_nodes": run.get("num_nodes", 1),
-        "seed": config["seed"],
-        "training": _resolve(config["training"], run.get("training")),
-        "lora": _resolve(config["lora"], run.get("lora")),
-        "quantization": _resolve(config["quantization"], run.get("quantization")),
-        "model": model_ref(config, run.get("model_size", "base")),
-        "dataset": run_dataset(config, run)["name"],
-        "trust_remote_code": config["model"]["trust_remote_code"],
-        "model_size": run.get("model_size", "base"),
-        "block_size": run_dataset(config, run)["block_size"],
-    }
-
-
-def pretrain_spec(config: dict, name: str | None = None) -> dict:
-    """The short pretraining of a scratch model (the base one unless `name` says which size): a
-    full-model run on its pretraining corpus."""
-    pre = config["model"]["pretrain"]
-    ds = pre["dataset"]
-    name = name or config["model"]["name"]
-    training = {
-        "max_steps": pre["steps"],
-        "micro_batch_size": pre["micro_batch_size"],
-        "gradient_accumulation_steps": 1,
-        "learning_rate": pre["learning_rate"],
-        "lr_scheduler": "cosine",
-        "warmup_steps": max(1, pre["steps"] // 10),
-        "weight_decay": 0.0,
-        "save_steps": pre["steps"],
-        "logging_steps": max(1, pre["steps"] // 20),
-        "dtype": "auto",
-        "gradient_checkpointing": False,
-        "optimizer": "adamw_torch",
-        "activation_offload": False,
-        "eval_max_blocks": ds.get("max_validation_blocks"),
-    }
-    return {
-        **_spec(config, {"name": f"pretrain-{name}", "method": "full", "training": training}),
-        "model": {"path": f"results/models/{name}-init", "revision": None, "name": f"{name}-init"},
-        "dataset": ds["name"],
-        "trust_remote_code": False,
-    }
-
-
-def base_eval_spec(config: dict) -> dict:
-    """Evaluating the untrained base model: the defaults of `training` (dtype, batch, eval blocks)."""
-    return _spec(config, {"name": "base", "method": "full"})
-
-
-def repo_path(path: str | None) -> str | None:
-    """A path from the config that names a file of this repository (relative to its root)."""
-    if path is None:
-        return None
-    return str(Path(path) if Path(path).is_absolute() else REPO / path)
-
-
-def model_ref(config: dict, size: str = "base") -> dict:
-    """Where a run's base model comes from: a local folder (scratch) or a hub id + revision."""
-    model = config["model"]
-    if model["source"] == "hub":
-        return {"path": model["hub"]["id"], "revision": model["hub"]["revision"], "name": model["name"]}
-    name = model_name(config, size)
-    return {"path": f"results/models/{name}", "revision": None, "name": name}
-
-
-def spec_sha256(spec: Any) -> str:
-    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def load_spec(text_or_path: str) -> dict:
-    """A spec given on the command line: inline JSON or a path to a JSON file."""
-    if text_or_path.lstrip().startswith("{"):
-        return json.loads(text_or_path)
-    with open(os.fspath(text_or_path)) as fh:
-        return json.load(fh)

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, load_spec
+from .errors import ConfigError
 from .io import atomic_dir, write_json
+from .spec import load_spec
 
 SPLITS = ("train", "validation")
 # A wikitext article title row: ' = Title = ' (one '=' each side; ' = = Section = = ' is a subsection).

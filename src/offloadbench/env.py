@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .errors import PreflightError
+
 PACKAGES = (
     "torch",
     "transformers",
@@ -116,8 +118,6 @@ def choose_dtype(requested: str) -> tuple[str, str]:
     An explicit request that the hardware cannot honour is an error, never silently changed.
     """
     import torch
-
-    from .config import PreflightError
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

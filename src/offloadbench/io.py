@@ -1,4 +1,5 @@
-"""Atomic file output: a crash never leaves a half-written file that a later rule would read."""
+"""File input and output: atomic writes (a crash never leaves a half-written file that a later rule
+would read), YAML config files, tree hashes and sizes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from .errors import ConfigError
 
 
 @contextmanager
@@ -34,6 +39,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 RDZV_PORT_BASE = 29500  # torchrun's default port; jobs sharing a first node get different ports
 
@@ -45,17 +48,35 @@ def ranks_per_node(spec: dict) -> int:
     return spec["world_size"] // spec["num_nodes"]
 
 
-def launcher_command(spec: dict) -> str:
-    """The launcher prefix for ``-m offloadbench.train ...`` of a resolved run spec."""
+def launcher_argv(spec: dict, python: str | None = None) -> list[str]:
+    """The launcher prefix for ``-m offloadbench.train ...`` of a resolved run spec: the one
+    builder that the workflow, the benchmarks, the GPU check and the tests use. ``python`` is the
+    interpreter (this one by default); torchrun is started as ``python -m torch.distributed.run``,
+    which is what the ``torchrun`` script runs, so no PATH lookup can pick another environment's."""
+    python = python or sys.executable
     ws, nodes = spec["world_size"], spec["num_nodes"]
     if nodes > 1:
-        return (
-            f"srun --nodes {nodes} --ntasks-per-node 1 --kill-on-bad-exit=1 "
-            f"python -m offloadbench.launch --nnodes {nodes} --nproc-per-node {ranks_per_node(spec)}"
-        )
+        per_node = str(ranks_per_node(spec))
+        return [
+            *("srun", "--nodes", str(nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1"),
+            *(python, "-m", "offloadbench.launch", "--nnodes", str(nodes), "--nproc-per-node", per_node),
+        ]
     if spec["deepspeed"] or ws > 1:
-        return f"torchrun --standalone --nproc_per_node {ws}"
-    return "python"
+        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ws)]
+    return [python]
+
+
+def launcher_command(spec: dict, python: str = "python") -> str:
+    """launcher_argv as one shell word list (for a Snakemake rule's shell command)."""
+    return shlex.join(launcher_argv(spec, python))
+
+
+def train_argv(spec: dict, data: str | Path, out: str | Path, python: str | None = None) -> list[str]:
+    """The whole command of one training job, as the ``train`` rule runs it."""
+    return [
+        *launcher_argv(spec, python),
+        *("-m", "offloadbench.train", "--spec", json.dumps(spec), "--data", str(data), "--out", str(out)),
+    ]
 
 
 def first_host(nodelist: str) -> str:

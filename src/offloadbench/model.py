@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import load_spec
 from .data import load_corpus
 from .io import atomic_dir, write_json
+from .spec import load_spec
 
 EOS = "<|endoftext|>"
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import html
-from .config import load_spec
 from .io import atomic_path, write_json, write_text
+from .spec import load_spec
 
 # comparison.csv column -> tolerance group (config key reference.tolerances.<group>)
 METRICS = {

@@ -7,21 +7,19 @@ import shlex
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from offloadbench.config import check_config, expand_sweep, schema_errors
+from offloadbench.errors import ConfigError
 from offloadbench.launch import launcher_command
-from offloadbench.config import (
-    ConfigError,
+from offloadbench.spec import (
     base_eval_spec,
-    check_config,
     datasets,
     declared_runs,
-    expand_sweep,
     model_ref,
     models,
     pretrain_spec,
     repo_path,
     run_dataset,
     run_spec,
-    schema_errors,
 )
 
 # Every violation at once, each with its key path; then Snakemake's own validation of the same

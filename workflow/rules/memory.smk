@@ -8,6 +8,7 @@ rule memory:
     input:
         unpack(run_model_config),
         summary="results/runs/{run}/summary.json",
+        spec="results/specs/{run}.json",
     output:
         "results/memory/{run}.json",
     conda:
@@ -15,9 +16,8 @@ rule memory:
     log:
         "results/logs/memory/{run}.log",
     params:
-        spec=lambda w: as_arg(run_spec(config, w.run)),
         model=lambda w, input: input.get("model", model_ref(config)["path"]),
         revision=revision_arg(model_ref(config)["revision"]),
     shell:
-        "python -m offloadbench.memory --spec {params.spec:q} --model-config {params.model:q} {params.revision}"
+        "python -m offloadbench.memory --spec {input.spec} --model-config {params.model:q} {params.revision}"
         " --summary {input.summary} --out {output} > {log} 2>&1"

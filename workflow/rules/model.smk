@@ -19,9 +19,26 @@ rule build_model:
         "python -m offloadbench.model --spec {params.spec:q} --corpus {input.corpus} --out {output} > {log} 2>&1"
 
 
+# The pretraining job's spec resolved like a run's (rule resolve in train.smk).
+rule resolve_pretrain:
+    input:
+        model="results/models/{model}-init",
+    output:
+        "results/specs/pretrain-{model}.json",
+    conda:
+        "../envs/offloadbench.yaml"
+    log:
+        "results/logs/resolve/pretrain-{model}.log",
+    params:
+        spec=lambda w: as_arg(pretrain_spec(config, w.model)),
+    shell:
+        "python -m offloadbench.resolve --spec {params.spec:q} --model-config {input.model} --out {output} > {log} 2>&1"
+
+
 rule pretrain:
     input:
         model="results/models/{model}-init",
+        spec="results/specs/pretrain-{model}.json",
         data=f"results/data/{PRETRAIN_DATASET}",
     output:
         model=directory("results/models/{model}"),
@@ -33,8 +50,7 @@ rule pretrain:
         "results/logs/pretrain/{model}.log",
     threads: workflow.cores
     params:
-        spec=lambda w: as_arg(pretrain_spec(config, w.model)),
         out=lambda w, output: os.path.dirname(output.summary),
     shell:
-        "OMP_NUM_THREADS={threads} python -m offloadbench.train --spec {params.spec:q} --data {input.data}"
+        "OMP_NUM_THREADS={threads} python -m offloadbench.train --spec {input.spec} --data {input.data}"
         " --out {params.out} --save-model {output.model} > {log} 2>&1"

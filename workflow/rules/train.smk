@@ -22,9 +22,32 @@
 from offloadbench.launch import job_resources, ranks_per_node
 
 
+# Everything a run needs that depends on the model's shape (the DeepSpeed config with its "auto"
+# values filled, the NVMe swap folder, the disk it needs), resolved before it trains
+# (src/offloadbench/resolve.py); the training job reads results/specs/<run>.json as it is.
+rule resolve:
+    input:
+        unpack(run_model_config),
+        hub_access_input,
+    output:
+        "results/specs/{run}.json",
+    conda:
+        "../envs/offloadbench.yaml"
+    log:
+        "results/logs/resolve/{run}.log",
+    params:
+        spec=lambda w: as_arg(run_spec(config, w.run)),
+        model=lambda w, input: input.get("model", model_ref(config)["path"]),
+        revision=revision_arg(model_ref(config)["revision"]),
+    shell:
+        "python -m offloadbench.resolve --spec {params.spec:q} --model-config {params.model:q} {params.revision}"
+        " --out {output} > {log} 2>&1"
+
+
 rule train:
     input:
         unpack(run_inputs),
+        spec="results/specs/{run}.json",
     output:
         summary="results/runs/{run}/summary.json",
         metrics="results/runs/{run}/metrics.jsonl",
@@ -42,12 +65,11 @@ rule train:
         mpi=lambda w: job_resources(run_spec(config, w.run))["mpi"],
         cpus_per_gpu=lambda w, threads: max(1, threads // ranks_per_node(run_spec(config, w.run))),
     params:
-        spec=lambda w: as_arg(run_spec(config, w.run)),
         launcher=lambda w: launcher(w.run),
         out=lambda w, output: os.path.dirname(output.summary),
     shell:
         "OMP_NUM_THREADS={resources.cpus_per_gpu} {params.launcher} -m offloadbench.train"
-        " --spec {params.spec:q} --data {input.data} --out {params.out} > {log} 2>&1"
+        " --spec {input.spec} --data {input.data} --out {params.out} > {log} 2>&1"
 
 
 rule evaluate_base:

@@ -99,7 +99,7 @@ def resolve_auto(
     hidden_size: int | None,
     training: dict,
     world_size: int,
-    dtype: str,
+    dtype: str | None,
     largest_tensor: int | None = None,
     nvme_dir: str | Path | None = None,
 ) -> dict:
@@ -115,7 +115,9 @@ def resolve_auto(
     then offloadbench's own: ``offload_param.buffer_size: "auto"`` = ``largest_tensor`` (elements of
     the model's largest tensor, memory.largest_tensor), and the ``nvme_path`` of every NVMe offload
     = ``nvme_dir`` resolved (train.load_deepspeed_config always put the run's folder there).
-    ``dtype`` is the one the run trains in (env.choose_dtype: fp32 on a CPU-only machine).
+    ``dtype`` is the one the run trains in (env.choose_dtype: fp32 on a CPU-only machine); None
+    where the hardware is not known yet (offloadbench.resolve runs before the job is placed): then
+    ``fp16.enabled`` / ``bf16.enabled`` stay "auto" for Trainer to fill on the machine it runs on.
     Fills only keys written exactly as Trainer spells them; :func:`check_keys` refuses the rest.
     """
     out = copy.deepcopy(ds)
@@ -125,8 +127,10 @@ def resolve_auto(
         if node is not None and node.get(last) == "auto":
             node[last] = copy.deepcopy(value)
 
-    for dotted, (value, _) in trainer_values(training, world_size, dtype).items():
-        fill(dotted, value)
+    precision = ("fp16.enabled", "bf16.enabled")
+    for dotted, (value, _) in trainer_values(training, world_size, dtype or "fp32").items():
+        if dtype is not None or dotted not in precision:
+            fill(dotted, value)
     hidden_keys = [k for k in hidden_size_values(1) if k in auto_paths(out)]
     if hidden_keys and hidden_size is None:
         raise DeepSpeedConfigError(f'{", ".join(hidden_keys)} are "auto": they need the model\'s hidden_size')
@@ -149,7 +153,7 @@ def resolve_auto(
                 "largest tensor (largest_tensor)"
             )
         param["buffer_size"] = int(largest_tensor)
-    left = auto_paths(out)
+    left = [p for p in auto_paths(out) if dtype is not None or p not in precision]
     if left:
         raise DeepSpeedConfigError(
             f'"auto" left unfilled at {", ".join(left)}'

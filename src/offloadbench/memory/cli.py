@@ -16,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import load_config, load_spec
+from ..config import load_config
 from ..io import write_json
+from ..spec import load_spec
 from .counting import load_model_config
 from .predict import compare, predict, predicted_disk_bytes
 from .report import hardware_table

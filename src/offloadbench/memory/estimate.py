@@ -46,7 +46,7 @@ def estimate_time(spec: dict, model_config: dict, block_size: int, gpu: dict = H
     tokens = tr["micro_batch_size"] * micro * block_size
     compute = per_token * tokens / (gpu["bf16_flops"] * gpu["mfu"])
     pcie = nvme = 0.0
-    z3 = zero3_settings(read_deepspeed(spec), model_config)
+    z3 = zero3_settings(read_deepspeed(spec, model_config), model_config)
     p = precision(spec, "cuda", bool(z3))
     trainable = counts["total"] if method == "full" else lora_params(model_config, spec["lora"])
     if z3:

@@ -82,7 +82,7 @@ def precision(spec: dict, device: str, zero3: bool) -> dict:
 
 def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dict:
     """Predicted peak bytes per device and component for one rank of a run (host: per node)."""
-    ds = read_deepspeed(spec)
+    ds = read_deepspeed(spec, model_config)
     z3 = zero3_settings(ds, model_config)
     p = precision(spec, device, bool(z3))
     counts = param_counts(model_config)
@@ -223,7 +223,7 @@ def predicted_disk_bytes(spec: dict, model_config: dict, block_size: int, device
     resume checkpoints Trainer keeps (save_total_limit=2, so three exist while a new one is being
     written), all in the run folder; tokenizer and config files (a few MB) are not counted."""
     pred = predict(spec, model_config, block_size, device)
-    z3 = zero3_settings(read_deepspeed(spec), model_config)
+    z3 = zero3_settings(read_deepspeed(spec, model_config), model_config)
     counts, p = param_counts(model_config), precision(spec, device, bool(z3))
     trainable = pred["params"]["trainable"]
     if spec["method"] != "full":

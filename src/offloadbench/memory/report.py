@@ -4,7 +4,7 @@ formatting."""
 
 from __future__ import annotations
 
-from ..config import declared_runs, run_spec
+from ..spec import declared_runs, run_spec
 from .estimate import H100, estimate_time
 from .predict import predict, predicted_disk_bytes
 from .units import GiB, MiB

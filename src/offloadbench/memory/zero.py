@@ -12,10 +12,9 @@ imported only inside deepspeed_estimate.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
+from .. import dsconfig
 from .counting import largest_tensor, lora_params, meta_model, param_counts, trainable_groups, trainable_tensors
 from .units import GiB, MiB
 
@@ -32,12 +31,25 @@ DS_DEFAULTS = {
 }
 
 
-def read_deepspeed(spec: dict) -> dict | None:
-    """The run's DeepSpeed JSON as written (no checks, no side effects: this is a prediction)."""
-    path = spec.get("deepspeed")
-    if not path:
+def read_deepspeed(spec: dict, model_config: dict) -> dict | None:
+    """The run's DeepSpeed config as DeepSpeed gets it: the resolved one of a resolved spec
+    (offloadbench.resolve), else the JSON with its "auto" values filled the same way
+    (dsconfig.resolve_auto); every key under its canonical name. No side effects: a prediction."""
+    if "deepspeed_config" in spec:
+        ds = spec["deepspeed_config"]
+    elif spec.get("deepspeed"):
+        ds = dsconfig.resolve_auto(
+            dsconfig.read(spec["deepspeed"]),
+            hidden_size=model_config.get("hidden_size"),
+            training=spec["training"],
+            world_size=spec["world_size"],
+            dtype=None,
+            largest_tensor=largest_tensor(model_config),
+            nvme_dir=spec.get("nvme_dir") or ".",
+        )
+    else:
         return None
-    return json.loads(Path(path).read_text())
+    return dsconfig.normalise(ds) if ds is not None else None
 
 
 def zero3_settings(ds: dict | None, cfg: dict | None = None) -> dict | None:
@@ -192,7 +204,7 @@ def deepspeed_estimate(spec: dict, model_config: dict, device: str = "cuda") -> 
     would be one tensor's size; the total is counted by parameter identity instead (the same
     de-duplication) and only largest_layer_params is taken from it.
     """
-    z3 = zero3_settings(read_deepspeed(spec), model_config)
+    z3 = zero3_settings(read_deepspeed(spec, model_config), model_config)
     if z3 is None:
         return None
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if _has_cuda() else "cpu")

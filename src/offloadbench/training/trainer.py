@@ -1,0 +1,95 @@
+"""The Hugging Face Trainer of a run: its arguments, the step that offloads activations, evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from .offload import activations_offloaded
+
+
+def make_trainer(model, data, args, recorder, activation_offload: bool, cuda: bool):
+    from transformers import Trainer, default_data_collator
+
+    class OffloadTrainer(Trainer):
+        """Trainer whose forward+backward keeps saved activations in host memory when asked."""
+
+        def training_step(self, *a, **kw):
+            with activations_offloaded(activation_offload, cuda):
+                return super().training_step(*a, **kw)
+
+    return OffloadTrainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        data_collator=default_data_collator,
+        callbacks=[recorder],
+    )
+
+
+def training_arguments(spec: dict, out: Path, device: str, dtype_name: str, ds: dict | None):
+    from transformers import TrainingArguments
+
+    tr = spec["training"]
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        max_steps=tr["max_steps"],
+        per_device_train_batch_size=tr["micro_batch_size"],
+        per_device_eval_batch_size=tr["micro_batch_size"],
+        gradient_accumulation_steps=tr["gradient_accumulation_steps"],
+        learning_rate=tr["learning_rate"],
+        lr_scheduler_type=tr["lr_scheduler"],
+        warmup_steps=tr["warmup_steps"],
+        weight_decay=tr["weight_decay"],
+        max_grad_norm=tr["max_grad_norm"],
+        optim=tr["optimizer"],
+        bf16=dtype_name == "bf16",
+        fp16=dtype_name == "fp16",
+        use_cpu=device == "cpu",
+        logging_steps=tr["logging_steps"],
+        save_strategy="steps",
+        save_steps=tr["save_steps"],
+        # Two resume points: a kill while the newer one is being written leaves the older intact.
+        save_total_limit=2,
+        eval_strategy="no",
+        seed=spec["seed"],
+        data_seed=spec["seed"],
+        dataloader_drop_last=True,
+        dataloader_num_workers=0,
+        report_to="none",
+        disable_tqdm=True,
+        deepspeed=ds,
+        ddp_backend="gloo" if device == "cpu" and spec["world_size"] > 1 else None,
+    )
+
+
+def evaluate(trainer, data, max_blocks: int | None) -> float:
+    """Mean token cross-entropy on the validation blocks, the same for every method.
+
+    Every block has the same length, so the mean over blocks equals the mean over tokens.
+    """
+    ev = data["validation"]
+    if max_blocks:
+        ev = ev.select(range(min(max_blocks, len(ev))))
+    return float(trainer.evaluate(eval_dataset=ev)["eval_loss"])
+
+
+def train_batch_size(trainer, tr: dict, world_size: int) -> int:
+    """Blocks per optimizer step over all ranks: what the DeepSpeed engine used for DeepSpeed runs
+    (its config's "auto" filled in by Trainer), else micro-batch x accumulation x world size."""
+    engine = trainer.model_wrapped
+    if hasattr(engine, "train_batch_size") and callable(engine.train_batch_size):
+        return int(engine.train_batch_size())
+    return tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size
+
+
+@contextlib.contextmanager
+def capture_warnings():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("once")  # each message once: torch.distributed repeats its own every step
+        yield caught
+    for w in caught:  # still show them in the log
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
