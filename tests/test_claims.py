@@ -12,7 +12,7 @@ from offloadbench.claims import check_claims, main
 
 CLAIMS = yaml.safe_load((REPO / "configs" / "claims.yaml").read_text())["claims"]
 BY_ID = {c["id"]: c for c in CLAIMS}
-RUNS = ["full", "lora", "qlora", "qlora_offload", "zero3_offload_cpu", "zero3_offload_nvme"]
+RUNS = ["full", "lora", "qlora", "qlora_zero3", "qlora_offload", "zero3_offload_cpu", "zero3_offload_nvme"]
 BASE = {"eval_loss": 3.0, "eval_ppl": 20.0}
 
 
@@ -22,12 +22,20 @@ def gpu_runs(tmp_path, **per_run):
         "full": {"method": "full", "status": "oom", "gpu_allocated_peak_bytes": 79 * GIB, "eval_ppl": None},
         "lora": {"gpu_allocated_peak_bytes": 18 * GIB, "tokens_per_s": 2000.0, "eval_ppl": 8.0},
         "qlora": {"method": "qlora", "gpu_allocated_peak_bytes": 7 * GIB, "tokens_per_s": 1500.0, "eval_ppl": 8.2},
+        "qlora_zero3": {
+            "method": "qlora",
+            "gpu_allocated_peak_bytes": 6 * GIB,
+            "tokens_per_s": 1400.0,
+            "eval_ppl": 8.2,
+        },
         "qlora_offload": {
             "method": "qlora",
             "gpu_allocated_peak_bytes": 4 * GIB,
             "gpu_nvml_used_peak_bytes": 5 * GIB,
             "tokens_per_s": 900.0,
             "eval_ppl": 8.2,
+            "offload": "params:cpu+optimizer:cpu+activations:cpu",
+            "offload_observed": "params:cpu+optimizer:cpu+activations:cpu",
         },
         "zero3_offload_cpu": {
             "method": "full",
@@ -77,7 +85,7 @@ def test_c5_passes_when_every_finished_run_beats_the_base(tmp_path):
 def test_failures_are_reported_with_the_offending_numbers(tmp_path):
     runs_dir = gpu_runs(
         tmp_path,
-        qlora_offload={"gpu_allocated_peak_bytes": 12 * GIB, "tokens_per_s": 1490.0},
+        qlora_offload={"gpu_allocated_peak_bytes": 12 * GIB, "tokens_per_s": 1390.0},
         full={"status": "ok", "eval_ppl": 25.0},
     )
     results = verdicts(runs_dir)
@@ -92,7 +100,16 @@ def test_gpu_claims_on_cpu_runs_are_not_applicable_never_faked(tmp_path):
     results = verdicts(runs_dir)
     assert results["C1"]["verdict"] == "N/A" and "CPU" in results["C1"]["reason"]
     assert results["C3"]["verdict"] == "N/A"
-    assert results["C2"]["verdict"] == "PASS", "speed is measurable on a CPU"
+    assert results["C2"]["verdict"] == "N/A", "no host-device copy on a CPU: nothing for offload to cost"
+    assert "no host-device copy" in results["C2"]["reason"] and "CPU" in results["C2"]["reason"]
+    assert results["C4"]["verdict"] == "PASS", "NVMe against host memory is measurable on a CPU"
+
+
+def test_an_offload_that_did_not_take_effect_cannot_pass_c2(tmp_path):
+    """The engine put nothing off the accelerator (observed), though the config asked: N/A, naming it."""
+    results = verdicts(gpu_runs(tmp_path, qlora_offload={"offload_observed": "none"}))
+    assert results["C2"]["verdict"] == "N/A" and "did not take effect" in results["C2"]["reason"]
+    assert verdicts(gpu_runs(tmp_path / "ok"))["C2"]["verdict"] == "PASS"
 
 
 def test_missing_runs_and_base_make_claims_not_applicable(tmp_path):

@@ -41,6 +41,7 @@ SAME_AS = {
     "qlora_paged": "qlora",
     "qlora_act_offload": "qlora",
     "qlora_offload": "qlora",
+    "qlora_zero3": "qlora",
 }
 
 
@@ -125,6 +126,7 @@ def test_offload_is_recorded_as_configured(tiny_workflow):
         "qlora_paged": "optimizer:paged",
         "qlora_act_offload": "activations:cpu",
         "qlora_offload": "params:cpu+optimizer:cpu+activations:cpu",
+        "qlora_zero3": "none",
         "zero3": "none",
         "zero3_offload_cpu": "params:cpu+optimizer:cpu",
         "zero3_offload_nvme": "params:nvme+optimizer:nvme",
@@ -137,6 +139,39 @@ def test_offload_is_recorded_as_configured(tiny_workflow):
     # The run's own swap folder inside the user's nvme_dir is gone; the folder and its file stay.
     assert sorted(p.name for p in (tiny_workflow / "fast-disk").iterdir()) == ["canary.txt"]
     assert not (tiny_workflow / "results" / "runs" / "zero3_offload_nvme" / "nvme_swap.json").exists()
+
+
+def test_what_was_in_effect_is_observed_not_echoed_from_the_config(tiny_workflow):
+    """On this CPU: the paged optimizer fell back and activation offload copied nothing, and the
+    tables say so; ZeRO-3's own flags show where the engine put state; every QLoRA path, the
+    partitioned ZeRO-3 base included, trained 4-bit weights."""
+    import pandas as pd
+
+    observed = {run: summary(tiny_workflow, run)["observed"]["offload"] for run in RUNS}
+    assert observed["qlora_paged"]["optimizer"] == "none"
+    assert summary(tiny_workflow, "qlora_paged")["observed"]["optimizer"]["paged_requested"] is True
+    assert summary(tiny_workflow, "qlora_paged")["observed"]["optimizer"]["paged_state_bytes"] == 0
+    assert observed["qlora_act_offload"]["activations"] == "none"
+    assert summary(tiny_workflow, "qlora_act_offload")["observed"]["activation_bytes_to_host"] == 0
+    assert summary(tiny_workflow, "qlora")["observed"]["activation_bytes_to_host"] is None
+    assert observed["zero3_offload_cpu"] == {"params": "cpu", "optimizer": "cpu", "activations": "none"}
+    assert observed["zero3_offload_nvme"] == {"params": "nvme", "optimizer": "nvme", "activations": "none"}
+    assert observed["zero3"] == observed["qlora_zero3"] == observed["full"] == {k: "none" for k in observed["full"]}
+    zero = summary(tiny_workflow, "zero3_offload_cpu")["observed"]["zero"]
+    assert zero["stage"] == 3 and zero["optimizer_class"].endswith("DeepSpeedCPUAdam")
+    for run in ("qlora", "qlora_paged", "qlora_act_offload", "qlora_offload", "qlora_zero3"):
+        four_bit = summary(tiny_workflow, run)["observed"]["four_bit"]
+        # Every Linear of the base but lm_head: q, k, v, o, gate, up, down in each of the 2 layers.
+        assert four_bit["count"] == 7 * 2, f"{run}: {four_bit}"
+    assert summary(tiny_workflow, "qlora")["observed"]["four_bit"]["storage_dtypes"] == ["uint8"]
+    assert summary(tiny_workflow, "lora")["observed"]["four_bit"] is None
+    cells = pd.read_csv(tiny_workflow / "results" / "tables" / "comparison.csv").set_index("run")["offload"]
+    assert cells["qlora_paged"] == "optimizer:paged → not paged (no CUDA)"
+    assert cells["qlora_act_offload"] == "activations:cpu → no copy (already in host memory)"
+    assert cells["zero3_offload_nvme"] == "params:nvme+optimizer:nvme"
+    ds = summary(tiny_workflow, "zero3_offload_nvme")["deepspeed_config"]
+    assert ds["zero_optimization"]["offload_param"]["nvme_path"].startswith(str(tiny_workflow / "fast-disk"))
+    assert ds["train_batch_size"] == 2 * 2 and "auto" not in json.dumps(ds).replace('"enabled": "auto"', "")
 
 
 def test_every_folder_of_the_user_survives_the_workflow(tiny_workflow):

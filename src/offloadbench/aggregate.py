@@ -24,11 +24,30 @@ from .spec import load_spec
 GIB = 2**30
 MIB = 2**20
 
+
+def mechanism(summary: dict) -> str:
+    """The offload that was in effect (summary.observed); where it differs from the config, both,
+    e.g. ``optimizer:paged → not paged (no CUDA)``. A summary without observations (a run that
+    failed before training) shows what was configured."""
+    seen = (summary.get("observed") or {}).get("offload")
+    if not seen:
+        return summary["offload"]
+    configured, notes = summary.get("offload_detail") or {}, summary["observed"].get("notes") or {}
+    parts = []
+    for kind in ("params", "optimizer", "activations"):
+        want, got = configured.get(kind, "none"), seen.get(kind, "none")
+        if want == got:
+            parts += [f"{kind}:{got}"] if got != "none" else []
+        else:
+            parts.append(f"{kind}:{want} → {notes.get(kind) or got}")
+    return "+".join(parts) or "none"
+
+
 # column name (with unit) -> (summary key or function, scale, decimals in md/tex)
 COLUMNS = {
     "run": ("run", None, None),
     "method": ("method", None, None),
-    "offload": ("offload", None, None),
+    "offload": (mechanism, None, None),
     "precision": ("dtype", None, None),
     "device": ("device", None, None),
     "model size": (lambda s: s["spec"].get("model_size", "base"), None, None),

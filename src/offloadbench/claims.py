@@ -55,6 +55,8 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
         cpu = [r for r, s in summaries.items() if s["device"] != "cuda"]
         if cpu:
             return "N/A", f"no accelerator memory was measured: {', '.join(cpu)} ran on the CPU", {}
+    if claim.get("offload_cost") and (why := no_transfer(claim["run"], summaries)):
+        return "N/A", why, {}
     usable = {claim["run"]: summaries[claim["run"]]}
     oom_refs = [r for r in claim["against"] if summaries[r]["status"] == "oom" and memory_only]
     usable.update({r: summaries[r] for r in claim["against"] if r not in oom_refs})
@@ -79,6 +81,22 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
         return "FAIL", f"needs {limit}; " + "; ".join(failures), numbers
     oom_note = f" ({', '.join(oom_refs)} ran out of accelerator memory)" if oom_refs else ""
     return "PASS", f"every ratio is {limit}{oom_note}", numbers
+
+
+def no_transfer(run: str, summaries: dict[str, dict]) -> str | None:
+    """Why a claim about the cost of offload cannot be tested here, or None: the runs trained on a
+    CPU (the offloaded state stays in the same memory: there is no host-device copy to cost), or
+    `run`'s offload did not take effect (summary.observed)."""
+    cpu = [r for r, s in summaries.items() if s["device"] != "cuda"]
+    if cpu:
+        return (
+            f"no host-device copy to measure: {', '.join(cpu)} ran on the CPU, where offloaded state stays in "
+            "host memory (a speed difference there is the offload machinery's, not a transfer's)"
+        )
+    seen = summaries[run].get("offload_observed")
+    if seen == "none":
+        return f"{run}'s offload did not take effect (observed: none; configured: {summaries[run]['offload']})"
+    return None
 
 
 def predicted_fit(claim: dict, summaries: dict[str, dict]) -> tuple[str, dict]:

@@ -108,6 +108,9 @@ MEASURED = (
     "error",
     "rng",
     "ranks",
+    "observed",
+    "offload_observed",
+    "deepspeed_config",
 )
 
 

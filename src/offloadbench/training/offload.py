@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import sys
@@ -87,11 +86,3 @@ def offload_label(spec: dict, ds: dict | None) -> dict:
 def offload_summary(off: dict) -> str:
     parts = [f"{k}:{v}" for k, v in off.items() if v != "none"]
     return "+".join(parts) if parts else "none"
-
-
-def activations_offloaded(enabled: bool, cuda: bool):
-    """The context a training step runs in: saved activations in host memory when asked."""
-    if not enabled:
-        return contextlib.nullcontext()
-    # pin_memory needs an accelerator; on a CPU-only machine it raises.
-    return torch.autograd.graph.save_on_cpu(pin_memory=cuda)

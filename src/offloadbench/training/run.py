@@ -29,7 +29,8 @@ from .lifecycle import (
     trim_metrics,
 )
 from .model import count_params, load_model
-from .offload import deepspeed_config, offload_label, release_swap_dir
+from .observe import ActivationCopies, observed
+from .offload import deepspeed_config, offload_label, offload_summary, release_swap_dir
 from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, rank_entry, tree_rss
 from .trainer import capture_warnings, evaluate, make_trainer, train_batch_size, training_arguments
 from .world import world
@@ -91,7 +92,9 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     sampler = MemorySampler().start()
     tokens_per_step = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size * block
     recorder = MetricsRecorder(partial, tokens_per_step, sampler, is_main)
-    trainer = make_trainer(model, data, args, recorder, tr["activation_offload"], device == "cuda")
+    # pin_memory needs an accelerator; on a CPU-only machine it raises.
+    copies = ActivationCopies(pin_memory=device == "cuda") if tr["activation_offload"] else None
+    trainer = make_trainer(model, data, args, recorder, copies)
     optimizer_fallback = None
     with phase("train"), capture_warnings() as caught:
         trainer.train(resume_from_checkpoint=resume)
@@ -101,6 +104,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     with phase("evaluate"):
         eval_loss = evaluate(trainer, data, tr["eval_max_blocks"])
     sampler.stop()
+    in_effect = observed(spec, trainer, model, copies)
     ranks = gather_ranks(rank_entry(rank, sampler, host_rss_baseline))
 
     final = save_model or out / "model"
@@ -117,6 +121,9 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         config_spec(spec),
         status="ok",
         offload=off,
+        observed=in_effect,
+        offload_observed=offload_summary(in_effect["offload"]),
+        deepspeed_config=ds,
         device=device,
         dtype=dtype_name,
         world_size=world_size,

@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .offload import activations_offloaded
+from .observe import ActivationCopies
 
 
-def make_trainer(model, data, args, recorder, activation_offload: bool, cuda: bool):
+def make_trainer(model, data, args, recorder, copies: ActivationCopies | None):
     from transformers import Trainer, default_data_collator
 
     class OffloadTrainer(Trainer):
-        """Trainer whose forward+backward keeps saved activations in host memory when asked."""
+        """Trainer whose forward+backward keeps saved activations in host memory when asked
+        (``copies``: training.activation_offload), counting what it moves there."""
 
         def training_step(self, *a, **kw):
-            with activations_offloaded(activation_offload, cuda):
+            with copies.hooks() if copies is not None else contextlib.nullcontext():
                 return super().training_step(*a, **kw)
 
     return OffloadTrainer(
