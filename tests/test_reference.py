@@ -12,7 +12,7 @@ from conftest import REPO, validate
 from offloadbench.config import load_config
 from offloadbench.reference import compare, deviation, record, run_compare
 
-TOL = {"loss": 0.01, "memory": 0.25, "time": 2.0}
+TOL = {"loss": 0.01, "gain": 0.25, "memory": 0.25, "time": 2.0}
 
 
 def row(run, **kw):

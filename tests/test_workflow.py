@@ -459,3 +459,37 @@ def test_nvme_swap_folder_survives_a_failure_and_a_kill_and_goes_after_success(t
     failed_swap = owned.swap_dir(disk, spec["run"], tmp_path / "failed")
     assert sorted(p.name for p in disk.iterdir()) == sorted(["canary.txt", failed_swap.name])
     assert owned.read_marker(failed_swap)["run_folder"] == str((tmp_path / "failed").resolve())
+
+
+def test_the_reference_comparison_finds_a_lora_run_that_did_not_train(tiny_workflow, tmp_path):
+    """LoRA trained with learning rate 0 computes the base model exactly: its eval loss is within
+    the loss tolerance of a trained run's (LoRA's whole gain is smaller than it), but its gain over
+    the base model is 0, and the comparison says outside."""
+    import subprocess
+
+    import pandas as pd
+
+    from offloadbench.aggregate import comparison
+    from offloadbench.reference import compare
+
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        train_command(tiny_workflow, tiny_spec(tiny_workflow, "lora", learning_rate=0.0), runs / "lora"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = json.loads((tiny_workflow / "results" / "eval" / "base.json").read_text())["eval_loss"]
+    untrained = comparison(["lora"], runs, base)
+    assert untrained.loc[0, "eval gain"] == pytest.approx(0.0, abs=1e-6)
+    reference = pd.read_csv(tiny_workflow / "results" / "tables" / "comparison.csv")
+    assert reference.set_index("run").loc["lora", "eval gain"] > 0
+    rows = {
+        r["metric"]: r for r in compare(untrained, reference, CONFIG["reference"]["tolerances"]) if r["run"] == "lora"
+    }
+    assert rows["eval gain"]["verdict"] == "outside"
+    trained = comparison(["lora"], tiny_workflow / "results" / "runs", base)
+    assert {r["metric"]: r["verdict"] for r in compare(trained, reference, CONFIG["reference"]["tolerances"])}[
+        "eval gain"
+    ] == "within"

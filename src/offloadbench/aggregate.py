@@ -65,6 +65,9 @@ COLUMNS = {
     "wall time (s)": ("wall_s", 1, 1),
     "train loss": ("train_loss_final", 1, 3),
     "eval loss": ("eval_loss", 1, 3),
+    # What training gained: the base model's eval loss minus the run's (results/eval/base.json). A
+    # run that did not train gains 0, however close its loss is to a trained run's.
+    "eval gain": ("eval_gain", 1, 4),
     "eval ppl": ("eval_ppl", 1, 1),
     "checkpoint (MiB)": ("checkpoint_bytes", 1 / MIB, 1),
     "status": ("status", None, None),
@@ -96,13 +99,15 @@ def load_summary(run_dir: Path) -> dict | None:
     return summary
 
 
-def comparison(runs: list[str], runs_dir: Path) -> pd.DataFrame:
+def comparison(runs: list[str], runs_dir: Path, base_eval_loss: float | None = None) -> pd.DataFrame:
     rows = []
     for run in runs:
         summary = load_summary(runs_dir / run)
         if summary is None:
             rows.append({"run": run, "status": "missing"})
             continue
+        loss = summary.get("eval_loss")
+        summary["eval_gain"] = base_eval_loss - loss if base_eval_loss is not None and loss is not None else None
         rows.append({col: _value(summary, key, scale) for col, (key, scale, _) in COLUMNS.items()})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -179,7 +184,7 @@ GROUPS = {
         "checkpoint (MiB)",
     ],
     "Speed": ["tokens/s", "step time (s)", "wall time (s)"],
-    "Quality": ["train loss", "eval loss", "eval ppl"],
+    "Quality": ["train loss", "eval loss", "eval gain", "eval ppl"],
 }
 PAPER = ["run", "GPU alloc peak (GiB)", "host RSS peak (GiB)", "tokens/s", "eval ppl", "status"]
 
@@ -286,9 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("results/runs"))
     parser.add_argument("--out", type=Path, default=Path("results/tables"))
     parser.add_argument("--memory-dir", type=Path, default=None, help="results/memory: adds memory.{csv,md,html}")
+    parser.add_argument("--base", type=Path, default=None, help="results/eval/base.json: adds the eval gain column")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
-    table = comparison(spec["runs"], args.runs_dir)
+    base = json.loads(args.base.read_text())["eval_loss"] if args.base else None
+    table = comparison(spec["runs"], args.runs_dir, base)
     write_tables(table, args.out / "comparison", f"Fine-tuning methods compared ({spec['profile']} profile).")
     write_paper_table(
         table,

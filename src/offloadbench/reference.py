@@ -35,6 +35,7 @@ from .spec import load_spec
 METRICS = {
     "train loss": "loss",
     "eval loss": "loss",
+    "eval gain": "gain",
     "host RSS peak (GiB)": "memory",
     "GPU alloc peak (GiB)": "memory",
     "GPU reserved peak (GiB)": "memory",
@@ -117,9 +118,13 @@ def to_markdown(rows: list[dict], provenance: dict | None, tolerances: dict[str,
             "",
         ]
     tol = ", ".join(f"{g} {t:g}" for g, t in tolerances.items())
+    judged = sum(1 for r in rows if "deviation" in r)
+    others = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()) if v not in ("within", "outside"))
     lines += [
-        f"Tolerances (deviation = max(a/b, b/a) - 1): {tol}. "
-        + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())),
+        f"Tolerances (deviation = max(a/b, b/a) - 1): {tol}. {counts.get('within', 0)} of {judged} metrics within, "
+        f"{counts.get('outside', 0)} outside" + (f"; {others}" if others else "") + ". Losses are judged twice: "
+        "as values (loss) and as the gain over the base model (eval gain = base eval loss - the run's), so a "
+        "run that did not train is outside even where its loss is within the loss tolerance.",
         "",
         "| run | metric | reference | this run | deviation | tolerance | verdict |",
         "|---|---|---|---|---|---|---|",

@@ -3,8 +3,10 @@ import json
 import os
 import re
 import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from offloadbench.config import check_config, expand_sweep, schema_errors
@@ -52,6 +54,18 @@ wildcard_constraints:
     run="|".join(map(re.escape, RUNS)),
     dataset="|".join(map(re.escape, DATASETS)),
     model="|".join(map(re.escape, MODELS)) or "^$",
+
+
+# The interpreter every rule runs: the one Snakemake itself runs in, so `.venv/bin/snakemake` works
+# without activating the environment; with --sdm conda, each rule's own environment's python.
+PYTHON_EXE = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
+PYTHON = shlex.quote(PYTHON_EXE)  # as the rules' shell commands write it
+
+
+def all_cores():
+    """Threads of a job that uses every core: --cores, or 1 where no job runs (--report, --unlock,
+    -n without --cores), which Snakemake's workflow.cores refuses."""
+    return workflow.resource_settings.cores or 1
 
 
 def as_arg(obj):
@@ -116,7 +130,7 @@ def tokenizer_arg(wildcards, input):
 
 def launcher(run):
     """Single process, or torchrun (one process per rank) for DeepSpeed and multi-process runs."""
-    return launcher_command(run_spec(config, run))
+    return launcher_command(run_spec(config, run), PYTHON_EXE)
 
 
 def all_outputs():

@@ -16,7 +16,7 @@ rule build_model:
     params:
         spec=lambda w: as_arg({"name": w.model, "scratch": MODELS[w.model], "seed": config["seed"]}),
     shell:
-        "python -m offloadbench.model --spec {params.spec:q} --corpus {input.corpus} --out {output} > {log} 2>&1"
+        "{PYTHON} -m offloadbench.model --spec {params.spec:q} --corpus {input.corpus} --out {output} > {log} 2>&1"
 
 
 # The pretraining job's spec resolved like a run's (rule resolve in train.smk).
@@ -32,7 +32,7 @@ rule resolve_pretrain:
     params:
         spec=lambda w: as_arg(pretrain_spec(config, w.model)),
     shell:
-        "python -m offloadbench.resolve --spec {params.spec:q} --model-config {input.model} --out {output} > {log} 2>&1"
+        "{PYTHON} -m offloadbench.resolve --spec {params.spec:q} --model-config {input.model} --out {output} > {log} 2>&1"
 
 
 rule pretrain:
@@ -48,9 +48,9 @@ rule pretrain:
         "../envs/offloadbench.yaml"
     log:
         "results/logs/pretrain/{model}.log",
-    threads: workflow.cores
+    threads: all_cores()
     params:
         out=lambda w, output: os.path.dirname(output.summary),
     shell:
-        "OMP_NUM_THREADS={threads} python -m offloadbench.train --spec {input.spec} --data {input.data}"
+        "OMP_NUM_THREADS={threads} {PYTHON} -m offloadbench.train --spec {input.spec} --data {input.data}"
         " --out {params.out} --save-model {output.model} > {log} 2>&1"

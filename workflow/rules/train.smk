@@ -40,7 +40,7 @@ rule resolve:
         model=lambda w, input: input.get("model", model_ref(config)["path"]),
         revision=revision_arg(model_ref(config)["revision"]),
     shell:
-        "python -m offloadbench.resolve --spec {params.spec:q} --model-config {params.model:q} {params.revision}"
+        "{PYTHON} -m offloadbench.resolve --spec {params.spec:q} --model-config {params.model:q} {params.revision}"
         " --out {output} > {log} 2>&1"
 
 
@@ -55,7 +55,7 @@ rule train:
         "../envs/offloadbench.yaml"
     log:
         "results/logs/train/{run}.log",
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         gpu=lambda w: job_resources(run_spec(config, w.run))["gpu"],
         nodes=lambda w: job_resources(run_spec(config, w.run))["nodes"],
@@ -82,7 +82,7 @@ rule evaluate_base:
         "../envs/offloadbench.yaml"
     log:
         "results/logs/evaluate_base/base.log",
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         gpu=1,
         nodes=1,
@@ -90,5 +90,5 @@ rule evaluate_base:
     params:
         spec=as_arg(base_eval_spec(config)),
     shell:
-        "OMP_NUM_THREADS={resources.cpus_per_gpu} python -m offloadbench.train --eval-only --spec {params.spec:q}"
+        "OMP_NUM_THREADS={resources.cpus_per_gpu} {PYTHON} -m offloadbench.train --eval-only --spec {params.spec:q}"
         " --data {input.data} --out {output} > {log} 2>&1"
