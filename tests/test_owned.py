@@ -179,3 +179,42 @@ def test_clean_results_removes_only_what_the_workflow_wrote(tmp_path):
     assert not inside.exists() and not outside.exists() and not (results / "nvme" / "a").exists()
     assert sorted(p.name for p in results.iterdir()) == ["canary.txt", "nvme", "reference"]
     assert not (tmp_path / ".snakemake").exists()
+
+
+@pytest.mark.parametrize("where", ["results/data/mine", "results/runs"])
+def test_input_files_inside_a_folder_the_workflow_replaces_are_refused(tmp_path, monkeypatch, where):
+    """Dataset files and a local model folder of the user's must not lie where the workflow writes
+    (results/<step>/): `make clean-results` and every rerun would remove them."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / where
+    keep = canary(folder)
+    (folder / "train.txt").write_text("some text\n")
+    files = {"format": "text", "train": f"{where}/train.txt", "validation": f"{where}/train.txt"}
+    with pytest.raises(ConfigError, match=rf"dataset.files.train: {where}/train.txt is inside results/"):
+        load_config(overrides={"dataset": {"source": "files", "files": files}})
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=rf"model.hub.id: {where} is inside results/"):
+        load_config(overrides={"model": {"source": "hub", "hub": {"id": where, "revision": "main"}}})
+    assert keep.read_text() == CANARY
+
+
+def test_input_folders_of_the_user_survive_the_data_step_and_clean_results(tmp_path, monkeypatch):
+    """A files dataset in a folder of the user's (with their own file beside it): preparing the
+    corpus reads it, `make clean-results` removes the corpus, the user's folder stays as it was."""
+    from offloadbench.data import build_corpus
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "my-texts"
+    keep = canary(folder)
+    (folder / "train.txt").write_text("one document\n\nanother document\n" * 20)
+    (folder / "valid.txt").write_text("a validation document\n" * 5)
+    before = sorted(p.name for p in folder.iterdir())
+    files = {"format": "text", "train": str(folder / "train.txt"), "validation": str(folder / "valid.txt")}
+    ds = load_config(overrides={"dataset": {"source": "files", "files": files, "name": "mine"}})["dataset"]
+    build_corpus(ds, tmp_path / "results" / "corpus" / "mine")
+    assert (tmp_path / "results" / "corpus" / "mine").is_dir()
+    make = ["make", "-C", str(tmp_path), "-f", str(REPO / "Makefile"), "clean-results"]
+    proc = subprocess.run(make, capture_output=True)
+    assert proc.returncode == 0
+    assert not (tmp_path / "results" / "corpus").exists()
+    assert sorted(p.name for p in folder.iterdir()) == before and keep.read_text() == CANARY

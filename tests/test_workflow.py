@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import FAKE_TOKEN, TINY, dead_canaries, read_jsonl, snakemake, tiny_configfiles, validate
+from conftest import BIN, FAKE_TOKEN, REPO, TINY, dead_canaries, read_jsonl, snakemake, tiny_configfiles, validate
 from safetensors.torch import load_file
 
 from offloadbench.config import load_config
@@ -344,6 +344,31 @@ def test_out_of_memory_errors_are_told_apart():
     assert not is_out_of_memory(ValueError("shape mismatch"))
 
 
+def wait_for(path: Path, proc, timeout_s: float = 300) -> None:
+    """Until ``path`` exists, while ``proc`` is still running (it must not finish first)."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
+        time.sleep(0.05)
+
+
+def kill_tree(proc) -> None:
+    """SIGKILL a process and everything below it at once, as a lost node or a cgroup kill would:
+    torchrun's workers live in a session of their own and outlive a kill of torchrun alone."""
+    import signal
+
+    import psutil
+
+    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    psutil.wait_procs([p for p in map(_process, tree) if p], timeout=30)
+
+
 def _process(pid):
     import psutil
 
@@ -357,11 +382,7 @@ def _process(pid):
 def test_a_killed_run_resumes_from_its_checkpoint_and_matches(tiny_workflow, tmp_path, run):
     """SIGKILL a real training process after a checkpoint, start it again: it resumes there, and
     the finished run matches an uninterrupted one."""
-    import signal
     import subprocess
-    import time
-
-    import psutil
 
     spec = tiny_spec(tiny_workflow, run, max_steps=24, save_steps=4)
 
@@ -375,19 +396,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches(tiny_workflow, tmp
 
     out = tmp_path / "killed"
     proc = start(out)
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "checkpoint-8" / "trainer_state.json").exists():
-        assert proc.poll() is None, "finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    # Kill the whole process tree at once, as a lost node or a cgroup kill would: torchrun's
-    # workers live in a session of their own and outlive a kill of torchrun alone.
-    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    psutil.wait_procs([p for p in map(_process, tree) if p], timeout=30)
+    wait_for(out / "checkpoints" / "checkpoint-8" / "trainer_state.json", proc)
+    kill_tree(proc)
     assert not (out / "summary.json").exists()
 
     again = start(out)
@@ -410,11 +420,7 @@ def test_nvme_swap_folder_survives_a_failure_and_a_kill_and_goes_after_success(t
     """The user's nvme_dir (with a file of theirs) through a failing run, a SIGKILL mid-run and the
     resumed run's success: the canary always survives; the run's own swap folder stays while the
     run is unfinished (resume needs it) and is removed once it succeeds."""
-    import signal
     import subprocess
-    import time
-
-    import psutil
 
     from offloadbench import owned
 
@@ -435,16 +441,8 @@ def test_nvme_swap_folder_survives_a_failure_and_a_kill_and_goes_after_success(t
     out = tmp_path / "run"
     swap = owned.swap_dir(disk, spec["run"], out)
     proc = subprocess.Popen(train_command(tiny_workflow, spec, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
-        time.sleep(0.05)
-    tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    psutil.wait_procs([p for p in map(_process, tree) if p], timeout=30)
+    wait_for(out / "checkpoints" / "checkpoint-4" / "trainer_state.json", proc)
+    kill_tree(proc)
     assert (disk / "canary.txt").read_text() == "mine"
     assert owned.read_marker(swap)["run_folder"] == str(out.resolve()), "the killed run's swap folder is its own"
     assert json.loads((out / owned.SWAP_POINTER).read_text())["path"] == str(swap)
@@ -493,3 +491,41 @@ def test_the_reference_comparison_finds_a_lora_run_that_did_not_train(tiny_workf
     assert {r["metric"]: r["verdict"] for r in compare(trained, reference, CONFIG["reference"]["tolerances"])}[
         "eval gain"
     ] == "within"
+
+
+@pytest.mark.parametrize("kill", ["snakemake alone", "its process group"])
+def test_killing_snakemake_leaves_no_worker_and_the_next_run_resumes(tiny_workflow, tmp_path, kill):
+    """SIGKILL of Snakemake (alone, or with its process group) while a ZeRO-3 run trains: the
+    torchrun worker, which lives in a session of its own, stops within seconds and writes no
+    summary; `snakemake --rerun-incomplete` then resumes the run from its checkpoint."""
+    import shutil
+    import signal
+    import subprocess
+
+    import psutil
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_workflow / "results", work / "results", ignore=shutil.ignore_patterns("runs", "logs"))
+    target = "results/runs/zero3/summary.json"
+    args = ["--cores", "2", "--configfile", *tiny_configfiles(tiny_workflow)]
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(work)]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen([*cmd, target, *args], start_new_session=True, **quiet)
+    ckpt = work / "results" / "runs" / "zero3" / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    wait_for(ckpt, proc)
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    workers = [p for p in tree if "offloadbench.train" in " ".join(p.cmdline())]
+    assert workers, "no training process found"
+    if kill == "snakemake alone":
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive, f"training processes outlived Snakemake: {[p.cmdline()[:4] for p in alive]}"
+    assert not (work / "results" / "runs" / "zero3" / "summary.json").exists()
+    again = subprocess.run([*cmd, target, *args, "--rerun-incomplete"], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((work / "results" / "runs" / "zero3" / "summary.json").read_text())
+    assert resumed["status"] == "ok" and resumed["resumed_from"].endswith("checkpoint-4")
+    assert resumed["eval_loss"] == pytest.approx(summary(tiny_workflow, "zero3")["eval_loss"], abs=1e-4)

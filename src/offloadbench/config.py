@@ -110,12 +110,15 @@ def check_config(config: dict, root: str | Path = ".") -> None:
         if ds["source"] == "files":
             for split in ("train", "validation"):
                 path = root / ds["files"][split]
+                refuse_user_path(ds["files"][split], f"{key}.files.{split}", root)
                 _need(path.is_file(), f"{key}.files.{split}", f"file {path} does not exist")
                 _need(path.stat().st_size > 0, f"{key}.files.{split}", f"file {path} is empty: no text to train on")
     names = [ds["name"] for ds in datasets(config).values()]
     _need(len(set(names)) == len(names), "model.pretrain.dataset.name", "must differ from dataset.name")
     _need(model["source"] != "hub" or "hub" in model, "model.hub", "required when model.source is hub")
     if model["source"] == "hub":
+        if (root / model["hub"]["id"]).is_dir():
+            refuse_user_path(model["hub"]["id"], "model.hub.id", root)
         check_local_model(root / model["hub"]["id"])
     if model["source"] == "scratch":
         _need("scratch" in model, "model.scratch", "required when model.source is scratch")
@@ -221,6 +224,13 @@ def check_run(spec: dict, where: str) -> None:
         "is set but the run offloads nothing to NVMe (its deepspeed config has no offload_* device nvme); "
         "remove nvme_dir or use configs/deepspeed/zero3_offload_nvme.json",
     )
+
+
+def refuse_user_path(path: str, key: str, root: Path) -> None:
+    try:
+        owned.refuse_inside_steps(path, key, root)
+    except owned.OwnershipError as err:
+        raise ConfigError(str(err)) from err
 
 
 def check_nvme_dir(spec: dict, key: str, root: Path) -> None:

@@ -92,12 +92,20 @@ def refuse_dangerous(path: str | Path, key: str, workdir: str | Path = ".") -> N
             f"config key {key}: {path} resolves to {resolved}, {what}; name a folder of its own, "
             "e.g. /mnt/nvme/offloadbench or results/nvme/<run>"
         )
+    refuse_inside_steps(path, key, workdir, "use results/nvme/<run> or a folder outside results/")
+
+
+def refuse_inside_steps(path: str | Path, key: str, workdir: str | Path = ".", instead: str = "") -> None:
+    """A folder or file the user names (an input too) must not lie in a results/<step>/ folder:
+    the workflow replaces those and `make clean-results` removes them."""
+    workdir = Path(workdir).resolve()
+    resolved = Path(workdir, path).resolve()
     for step in STEP_FOLDERS:
         folder = workdir / "results" / step
         if resolved == folder or folder in resolved.parents:
             raise OwnershipError(
                 f"config key {key}: {path} is inside results/{step}/, which the workflow replaces and "
-                "`make clean-results` removes; use results/nvme/<run> or a folder outside results/"
+                f"`make clean-results` removes; {instead or 'keep your files outside results/'}"
             )
 
 

@@ -16,6 +16,10 @@ never imports the memory model. What is resolved here:
   checkpoints), from the memory model; the training job compares it with the free space.
 - ``launcher``: the command that starts the job (offloadbench.launch), for provenance.
 
+A run whose DeepSpeed NVMe optimizer offload would train on stale gradients (DeepSpeed 0.19.8
+reads some swapped gradients to a misaligned O_DIRECT address and never checks the result:
+docs/nvme-divergence.md) is refused here, before it trains, naming the tensor and the fix.
+
     python -m offloadbench.resolve --spec '<run spec JSON>' --model-config results/models/<model> \
         --out results/specs/<run>.json
 """
@@ -27,10 +31,13 @@ import sys
 from pathlib import Path
 
 from . import dsconfig, owned
+from .errors import PreflightError
 from .io import write_json
 from .launch import launcher_argv
-from .memory.counting import largest_tensor, load_model_config
+from .memory.counting import load_model_config, meta_model, trainable_tensors
 from .memory.predict import predicted_disk_bytes
+from .memory.zero import resolved_deepspeed
+from .nvme_check import nvme_optimizer_swap_problem
 from .spec import load_spec
 
 # The job may run on another machine than this step (a cluster node with GPUs), so the disk
@@ -44,15 +51,8 @@ def resolve(spec: dict, model_config: dict) -> dict:
     if spec["deepspeed"]:  # its keys were checked with the config, before any job
         run_folder = Path("results", "runs", spec["run"])
         swap = owned.swap_dir(spec["nvme_dir"], spec["run"], run_folder) if spec["nvme_dir"] else None
-        ds = dsconfig.resolve_auto(
-            dsconfig.read(spec["deepspeed"]),
-            hidden_size=model_config.get("hidden_size"),
-            training=spec["training"],
-            world_size=spec["world_size"],
-            dtype=None,
-            largest_tensor=largest_tensor(model_config),
-            nvme_dir=swap,
-        )
+        ds = resolved_deepspeed(spec, model_config, swap)
+        check_nvme_optimizer(spec, ds, model_config)
     resolved = {**spec, "deepspeed_config": ds}
     disk = {device: predicted_disk_bytes(resolved, model_config, spec["block_size"], device) for device in DEVICES}
     return {
@@ -60,6 +60,24 @@ def resolve(spec: dict, model_config: dict) -> dict:
         "disk": {device: {k: need[k] for k in ("nvme_swap", "total")} for device, need in disk.items()},
         "launcher": launcher_argv(spec, python="python"),
     }
+
+
+def trainable_shapes(spec: dict, model_config: dict) -> list[tuple[int, ...]]:
+    """The trainable parameters' shapes in the order DeepSpeed gets them: model.parameters() of
+    the model itself for full fine-tuning (built on the meta device); for adapters, the memory
+    model's list of LoRA tensors (the same sizes, in PEFT's order layer by layer)."""
+    if spec["method"] == "full":
+        return [tuple(p.shape) for p in meta_model(model_config).parameters() if p.requires_grad]
+    return [(n,) for n in trainable_tensors(model_config, spec)]
+
+
+def check_nvme_optimizer(spec: dict, ds: dict, model_config: dict) -> None:
+    off = (ds.get("zero_optimization") or {}).get("offload_optimizer") or {}
+    if off.get("device") != "nvme":
+        return
+    why = nvme_optimizer_swap_problem(trainable_shapes(spec, model_config), ds, spec["world_size"])
+    if why:
+        raise PreflightError(f"run {spec['run']}: {spec['deepspeed']}: {why}")
 
 
 def resolve_spec(spec: dict) -> dict:
@@ -74,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", default=None)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    write_json(args.out, resolve(load_spec(args.spec), load_model_config(args.model_config, args.revision)))
+    try:
+        resolved = resolve(load_spec(args.spec), load_model_config(args.model_config, args.revision))
+    except (PreflightError, dsconfig.DeepSpeedConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_json(args.out, resolved)
     return 0
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from .env import prepare_process
 from .errors import PreflightError
 from .spec import canonical_json, load_spec
+from .training import watchdog
 from .training.lifecycle import record_failure
 from .training.run import evaluate_base, run
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-model", type=Path, default=None, help="write the final model here instead of OUT/model")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the spec's model untrained; write OUT")
     args = parser.parse_args(argv)
+    watchdog.start()  # never outlive the workflow (training/watchdog.py)
     prepare_process()
     # DeepSpeed's ZeRO-3 calls torch.distributed APIs that torch deprecates, once per step; the
     # warning is not actionable here and would bury the log.

@@ -24,7 +24,7 @@ rule aggregate:
         spec=as_arg({"runs": RUNS, "baseline_run": config["baseline_run"], "profile": config["profile"]}),
         out=lambda w, output: os.path.dirname(output.comparison),
     shell:
-        "{PYTHON} -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs --memory-dir results/memory"
+        "python -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs --memory-dir results/memory"
         " --base {input.base} --out {params.out} > {log} 2>&1"
 
 
@@ -45,7 +45,7 @@ rule claims:
         profile=config["profile"],
         runs=" ".join(CLAIM_RUNS),
     shell:
-        "{PYTHON} -m offloadbench.claims --claims {input.claims} --runs-dir results/runs --base {input.base}"
+        "python -m offloadbench.claims --claims {input.claims} --runs-dir results/runs --base {input.base}"
         " --profile {params.profile} --runs {params.runs} --out {output.json} > {log} 2>&1"
 
 
@@ -66,7 +66,7 @@ rule compare_reference:
         reference=os.path.join(config["reference"]["dir"], config["profile"]),
         tolerances=as_arg(config["reference"]["tolerances"]),
     shell:
-        "{PYTHON} -m offloadbench.reference compare --table {input.table} --reference {params.reference:q}"
+        "python -m offloadbench.reference compare --table {input.table} --reference {params.reference:q}"
         " --tolerances {params.tolerances:q} --out {output.json} > {log} 2>&1"
 
 
@@ -92,5 +92,5 @@ rule figures:
         sweep=f"--sweep-runs {' '.join(SWEEP_RUNS)}" if SWEEP_RUNS else "",
         out=lambda w, output: os.path.dirname(output.loss),
     shell:
-        "{PYTHON} -m offloadbench.figures --runs-dir results/runs --runs {params.runs} {params.sweep}"
+        "python -m offloadbench.figures --runs-dir results/runs --runs {params.runs} {params.sweep}"
         " --base {input.base} --memory-dir results/memory --out {params.out} > {log} 2>&1"

@@ -56,10 +56,11 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)) or "^$",
 
 
-# The interpreter every rule runs: the one Snakemake itself runs in, so `.venv/bin/snakemake` works
-# without activating the environment; with --sdm conda, each rule's own environment's python.
-PYTHON_EXE = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
-PYTHON = shlex.quote(PYTHON_EXE)  # as the rules' shell commands write it
+# Every rule's `python` is the interpreter Snakemake itself runs in (its folder first on PATH), so
+# `.venv/bin/snakemake` works without activating the environment; with --sdm conda, each rule's
+# own environment's python. The prefix keeps Snakemake's own strict mode for bash.
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
 
 
 def all_cores():
@@ -130,7 +131,7 @@ def tokenizer_arg(wildcards, input):
 
 def launcher(run):
     """Single process, or torchrun (one process per rank) for DeepSpeed and multi-process runs."""
-    return launcher_command(run_spec(config, run), PYTHON_EXE)
+    return launcher_command(run_spec(config, run))
 
 
 def all_outputs():

@@ -15,7 +15,7 @@ rule corpus:
     params:
         spec=lambda w: as_arg(DATASETS[w.dataset]),
     shell:
-        "{PYTHON} -m offloadbench.data corpus --spec {params.spec:q} --out {output} > {log} 2>&1"
+        "python -m offloadbench.data corpus --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 
 rule tokenize:
@@ -34,7 +34,7 @@ rule tokenize:
         tokenizer=tokenizer_arg,
         revision=revision_arg(model_ref(config)["revision"]),
     shell:
-        "{PYTHON} -m offloadbench.data tokenize --spec {params.spec:q} --corpus {input.corpus}"
+        "python -m offloadbench.data tokenize --spec {params.spec:q} --corpus {input.corpus}"
         " --tokenizer {params.tokenizer:q} {params.revision} --out {output} > {log} 2>&1"
 
 
@@ -51,4 +51,4 @@ rule hub_access:
     params:
         args=hub_access_args(),
     shell:
-        "{PYTHON} -m offloadbench.hub {params.args} --out {output} > {log} 2>&1"
+        "python -m offloadbench.hub {params.args} --out {output} > {log} 2>&1"

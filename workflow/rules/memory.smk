@@ -19,5 +19,5 @@ rule memory:
         model=lambda w, input: input.get("model", model_ref(config)["path"]),
         revision=revision_arg(model_ref(config)["revision"]),
     shell:
-        "{PYTHON} -m offloadbench.memory --spec {input.spec} --model-config {params.model:q} {params.revision}"
+        "python -m offloadbench.memory --spec {input.spec} --model-config {params.model:q} {params.revision}"
         " --summary {input.summary} --out {output} > {log} 2>&1"

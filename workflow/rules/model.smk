@@ -16,7 +16,7 @@ rule build_model:
     params:
         spec=lambda w: as_arg({"name": w.model, "scratch": MODELS[w.model], "seed": config["seed"]}),
     shell:
-        "{PYTHON} -m offloadbench.model --spec {params.spec:q} --corpus {input.corpus} --out {output} > {log} 2>&1"
+        "python -m offloadbench.model --spec {params.spec:q} --corpus {input.corpus} --out {output} > {log} 2>&1"
 
 
 # The pretraining job's spec resolved like a run's (rule resolve in train.smk).
@@ -32,7 +32,7 @@ rule resolve_pretrain:
     params:
         spec=lambda w: as_arg(pretrain_spec(config, w.model)),
     shell:
-        "{PYTHON} -m offloadbench.resolve --spec {params.spec:q} --model-config {input.model} --out {output} > {log} 2>&1"
+        "python -m offloadbench.resolve --spec {params.spec:q} --model-config {input.model} --out {output} > {log} 2>&1"
 
 
 rule pretrain:
@@ -52,5 +52,6 @@ rule pretrain:
     params:
         out=lambda w, output: os.path.dirname(output.summary),
     shell:
-        "OMP_NUM_THREADS={threads} {PYTHON} -m offloadbench.train --spec {input.spec} --data {input.data}"
+        "OMP_NUM_THREADS={threads} OFFLOADBENCH_WATCH_PID=$PPID python -m offloadbench.train --spec {input.spec}"
+        " --data {input.data}"
         " --out {params.out} --save-model {output.model} > {log} 2>&1"

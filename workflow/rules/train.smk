@@ -40,7 +40,7 @@ rule resolve:
         model=lambda w, input: input.get("model", model_ref(config)["path"]),
         revision=revision_arg(model_ref(config)["revision"]),
     shell:
-        "{PYTHON} -m offloadbench.resolve --spec {params.spec:q} --model-config {params.model:q} {params.revision}"
+        "python -m offloadbench.resolve --spec {params.spec:q} --model-config {params.model:q} {params.revision}"
         " --out {output} > {log} 2>&1"
 
 
@@ -68,7 +68,7 @@ rule train:
         launcher=lambda w: launcher(w.run),
         out=lambda w, output: os.path.dirname(output.summary),
     shell:
-        "OMP_NUM_THREADS={resources.cpus_per_gpu} {params.launcher} -m offloadbench.train"
+        "OMP_NUM_THREADS={resources.cpus_per_gpu} OFFLOADBENCH_WATCH_PID=$PPID {params.launcher} -m offloadbench.train"
         " --spec {input.spec} --data {input.data} --out {params.out} > {log} 2>&1"
 
 
@@ -90,5 +90,5 @@ rule evaluate_base:
     params:
         spec=as_arg(base_eval_spec(config)),
     shell:
-        "OMP_NUM_THREADS={resources.cpus_per_gpu} {PYTHON} -m offloadbench.train --eval-only --spec {params.spec:q}"
+        "OMP_NUM_THREADS={resources.cpus_per_gpu} python -m offloadbench.train --eval-only --spec {params.spec:q}"
         " --data {input.data} --out {output} > {log} 2>&1"

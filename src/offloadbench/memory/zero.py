@@ -38,18 +38,25 @@ def read_deepspeed(spec: dict, model_config: dict) -> dict | None:
     if "deepspeed_config" in spec:
         ds = spec["deepspeed_config"]
     elif spec.get("deepspeed"):
-        ds = dsconfig.resolve_auto(
-            dsconfig.read(spec["deepspeed"]),
-            hidden_size=model_config.get("hidden_size"),
-            training=spec["training"],
-            world_size=spec["world_size"],
-            dtype=None,
-            largest_tensor=largest_tensor(model_config),
-            nvme_dir=spec.get("nvme_dir") or ".",
-        )
+        ds = resolved_deepspeed(spec, model_config, spec.get("nvme_dir") or ".")
     else:
         return None
     return dsconfig.normalise(ds) if ds is not None else None
+
+
+def resolved_deepspeed(spec: dict, model_config: dict, nvme_path) -> dict:
+    """The run's DeepSpeed JSON with every "auto" filled for this model (dsconfig.resolve_auto;
+    offload_param.buffer_size: the largest tensor) and ``nvme_path`` for the NVMe offloads;
+    fp16/bf16.enabled stay "auto" for Trainer to fill on the machine the job runs on."""
+    return dsconfig.resolve_auto(
+        dsconfig.read(spec["deepspeed"]),
+        hidden_size=model_config.get("hidden_size"),
+        training=spec["training"],
+        world_size=spec["world_size"],
+        dtype=None,
+        largest_tensor=largest_tensor(model_config),
+        nvme_dir=nvme_path,
+    )
 
 
 def zero3_settings(ds: dict | None, cfg: dict | None = None) -> dict | None:

@@ -1,0 +1,67 @@
+"""A training process never outlives the workflow that started it.
+
+torchrun starts its workers in a session of their own, so a SIGKILL of Snakemake, of its process
+group or of torchrun leaves them training and writing into the run folder after the workflow is
+gone. Two guards, both started before anything is loaded:
+
+- the ``train`` rule exports ``OFFLOADBENCH_WATCH_PID`` (the Snakemake process that runs the job);
+  a thread checks once a second that this process still exists (same pid, same start time) and
+  ends this one when it does not, without writing a summary, so the next run resumes from the
+  last complete checkpoint;
+- a worker under torchrun asks the kernel to kill it when its parent (torchrun) dies
+  (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+
+import psutil
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ENV = "OFFLOADBENCH_WATCH_PID"
+
+
+def _identity(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def watch(pid: int, interval_s: float = 1.0) -> threading.Thread | None:
+    """End this process (exit code 143, as a SIGTERM would) once ``pid`` is gone."""
+    born = _identity(pid)
+    if born is None:
+        return None
+
+    def loop() -> None:
+        while True:
+            threading.Event().wait(interval_s)
+            if _identity(pid) != born:
+                print(f"[offloadbench] the workflow (pid {pid}) is gone: stopping", file=sys.stderr, flush=True)
+                os._exit(128 + signal.SIGTERM)
+
+    thread = threading.Thread(target=loop, name="workflow-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def die_with_parent() -> bool:
+    """Linux: SIGKILL this process when its parent exits. Returns whether the kernel agreed."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def start() -> None:
+    if "LOCAL_RANK" in os.environ:  # a torchrun worker
+        die_with_parent()
+    if os.environ.get(ENV, "").isdigit():
+        watch(int(os.environ[ENV]))
