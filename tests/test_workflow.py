@@ -281,7 +281,8 @@ def test_claims_are_checked_and_gpu_claims_are_not_applicable_on_cpu(tiny_workfl
     verdicts = {c["id"]: c for c in claims["claims"]}
     assert verdicts["C1"]["verdict"] == "N/A" and "CPU" in verdicts["C1"]["reason"]
     assert verdicts["C3"]["verdict"] == "N/A"
-    assert verdicts["C2"]["verdict"] in ("PASS", "FAIL") and verdicts["C2"]["numbers"]
+    # No host-device copy on a CPU: the speed cost of offload is not measurable here.
+    assert verdicts["C2"]["verdict"] == "N/A" and "no host-device copy" in verdicts["C2"]["reason"]
     assert verdicts["C5"]["verdict"] == "PASS"
     assert (tiny_workflow / "results" / "claims.md").read_text().startswith("# Claims (tiny profile)")
 
@@ -524,6 +525,9 @@ def test_killing_snakemake_leaves_no_worker_and_the_next_run_resumes(tiny_workfl
     gone, alive = psutil.wait_procs(workers, timeout=20)
     assert not alive, f"training processes outlived Snakemake: {[p.cmdline()[:4] for p in alive]}"
     assert not (work / "results" / "runs" / "zero3" / "summary.json").exists()
+    # What Snakemake itself says after a kill: unlock (no --cores needed), then run again.
+    unlock = subprocess.run([*cmd, "--unlock", "--configfile", *tiny_configfiles(tiny_workflow)], capture_output=True)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     again = subprocess.run([*cmd, target, *args, "--rerun-incomplete"], capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((work / "results" / "runs" / "zero3" / "summary.json").read_text())
