@@ -16,7 +16,7 @@ import torch
 from ..env import choose_dtype, git_commit, hardware, versions
 from ..errors import PreflightError
 from ..io import write_json, write_text
-from ..spec import spec_sha256
+from ..spec import config_spec, spec_sha256
 from .offload import offload_label, offload_summary
 from .world import world
 
@@ -168,11 +168,6 @@ def record_failure(spec: dict, out: Path, err: BaseException, wall_s: float) -> 
         publish_metrics(out)  # the steps it made before failing
         write_json(out / "summary.json", summary)
     return summary
-
-
-def config_spec(spec: dict) -> dict:
-    """The spec without what offloadbench.resolve added (RESOLVED_KEYS)."""
-    return {k: v for k, v in spec.items() if k not in ("deepspeed_config", "disk", "launcher")}
 
 
 @contextlib.contextmanager

@@ -18,10 +18,9 @@ import torch
 from ..env import choose_dtype
 from ..errors import PreflightError
 from ..io import tree_bytes, write_json
-from ..spec import spec_sha256
+from ..spec import config_spec, spec_sha256
 from .lifecycle import (
     check_disk,
-    config_spec,
     last_checkpoint,
     phase,
     publish_metrics,
