@@ -511,7 +511,8 @@ def test_the_sub_modules_import_one_way():
 
 
 def test_an_nvme_dir_that_cannot_be_written_is_refused(tmp_path):
-    """check_writable lives here (config uses it, passing its PreflightError): DeepSpeedConfigError by default."""
+    """check_writable lives here (check_against_run uses it; config wraps the error in PreflightError):
+    DeepSpeedConfigError by default, or the error class given."""
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     nvme = spec("zero3_offload_nvme")

@@ -61,8 +61,8 @@ def resolved_deepspeed(spec: dict, model_config: dict, nvme_path) -> dict:
 
 def zero3_settings(ds: dict | None, cfg: dict | None = None) -> dict | None:
     """Where ZeRO-3 keeps parameters and optimizer state, with DeepSpeed's defaults filled in
-    ("buffer_size": "auto" is the model's largest tensor, which train.largest_parameter fills in from
-    counting.largest_tensor)."""
+    ("buffer_size": "auto" is the model's largest tensor, counting.largest_tensor, which
+    read_deepspeed has already filled in for a resolved or a raw spec)."""
     zero = (ds or {}).get("zero_optimization") or {}
     if zero.get("stage") != 3:
         return None
