@@ -7,7 +7,10 @@ gone. Two guards, both started before anything is loaded:
 - the ``train`` rule exports ``OFFLOADBENCH_WATCH_PID`` (the Snakemake process that runs the job);
   a thread checks once a second that this process still exists (same pid, same start time) and
   ends this one when it does not, without writing a summary, so the next run resumes from the
-  last complete checkpoint;
+  last complete checkpoint. The start time is the kernel's count of clock ticks since boot, never
+  a wall-clock time: ``psutil.Process.create_time()`` adds ``/proc/stat``'s ``btime``, which moves
+  by a second when the clock is adjusted (NTP), and a watchdog comparing it once killed a healthy
+  run in CI;
 - a worker under torchrun asks the kernel to kill it when its parent (torchrun) dies
   (``PR_SET_PDEATHSIG``).
 """
@@ -27,6 +30,16 @@ ENV = "OFFLOADBENCH_WATCH_PID"
 
 
 def _identity(pid: int) -> float | None:
+    """The process's start, in clock ticks since boot (Linux), or None when there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # Field 22 (starttime); the command name (field 2) may hold spaces and parentheses.
+        return float(stat[stat.rindex(b")") + 2 :].split()[19])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, IndexError):
+        pass  # no /proc: ask psutil, whose create_time is stable where there is no btime to move
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
