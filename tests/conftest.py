@@ -71,10 +71,10 @@ def spec_for(config, run: str, **training) -> dict:
 
 
 def small_tokenizer():
-    from offloadbench.data import pydoc_topics
+    from offloadbench import corpora
     from offloadbench.model import train_tokenizer
 
-    return train_tokenizer(list(pydoc_topics().values())[:20], SCRATCH["vocab_size"])
+    return train_tokenizer(list(corpora.load("pydoc").values())[:20], SCRATCH["vocab_size"])
 
 
 # A fake secret in the environment of the tiny workflow: no output may ever contain it.

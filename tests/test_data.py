@@ -12,15 +12,9 @@ import pytest
 from conftest import validate
 from transformers import AutoTokenizer
 
-from offloadbench.data import (
-    build_corpus,
-    make_blocks,
-    pydoc_topics,
-    rows_to_documents,
-    split_documents,
-    stdlib_docstrings,
-    tokenize_corpus,
-)
+from offloadbench import corpora
+from offloadbench.corpora import split_documents
+from offloadbench.data import build_corpus, make_blocks, rows_to_documents, tokenize_corpus
 from offloadbench.model import train_tokenizer
 
 WIKITEXT_ROWS = [
@@ -42,7 +36,7 @@ WIKITEXT_ROWS = [
 def wikitext_rows(n_articles: int = 40) -> list[str]:
     """Real English text in wikitext's shape: titles, section headings, paragraphs, empty rows."""
     rows = []
-    for name, text in sorted(pydoc_topics().items())[:n_articles]:
+    for name, text in sorted(corpora.load("pydoc").items())[:n_articles]:
         rows += ["", f" = {name} = \n", ""]
         for para in text.split("\n\n"):
             if para.strip():
@@ -63,7 +57,7 @@ def test_rows_mode_drops_empty_and_whitespace_rows():
 
 
 def test_builtin_split_is_deterministic_disjoint_and_near_the_fraction():
-    docs = pydoc_topics()
+    docs = corpora.load("pydoc")
     a, b = split_documents(docs, 0.1), split_documents(dict(reversed(list(docs.items()))), 0.1)
     assert a == b, "split depends on dict order"
     assert not set(a["train"]) & set(a["validation"])
@@ -73,7 +67,7 @@ def test_builtin_split_is_deterministic_disjoint_and_near_the_fraction():
 
 
 def test_stdlib_docstrings_is_a_real_corpus_of_modules():
-    docs = stdlib_docstrings()
+    docs = corpora.load("stdlib_docstrings")
     assert len(docs) > 300 and sum(map(len, docs.values())) > 1_000_000
     assert not any(name.startswith("test") for name in docs)
 
@@ -87,7 +81,7 @@ def test_make_blocks_drops_the_tail_and_never_pads():
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
-    train_tokenizer(list(pydoc_topics().values()), 1024).save_pretrained(path)
+    train_tokenizer(list(corpora.load("pydoc").values()), 1024).save_pretrained(path)
     return path
 
 

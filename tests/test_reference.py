@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from conftest import REPO, validate
 
+from offloadbench import corpora
 from offloadbench.config import load_config
-from offloadbench.reference import compare, deviation, record, run_compare
+from offloadbench.reference import compare, data_differences, deviation, read_data, record, run_compare
 
 TOL = {"loss": 0.01, "gain": 0.25, "memory": 0.25, "time": 2.0}
 
@@ -107,3 +108,87 @@ def test_shipped_default_reference_has_provenance_and_every_default_run():
     assert (table["status"] == "ok").all()
     claims = json.loads((ref / "claims.json").read_text())
     validate(claims, "claims.schema.json")
+
+
+def data_manifest(folder, name="pydoc-topics", text="t" * 64, blocks="b" * 64):
+    folder.mkdir(parents=True)
+    splits = {s: {"data_sha256": blocks, "blocks": 3} for s in ("train", "validation")}
+    manifest = {"dataset": name, "corpus_sha256": {"train": text, "validation": text}, "splits": splits}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def recorded_reference(tmp_path):
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "runs" / "full").mkdir(parents=True)
+    pd.DataFrame([row("full")]).to_csv(results / "tables" / "comparison.csv", index=False)
+    for name in ("tables/comparison.md", "tables/comparison.tex", "tables/memory.csv", "claims.md"):
+        (results / name).write_text("x\n")
+    (results / "claims.json").write_text("{}")
+    summary = {"hardware": {"cpu": "AMD EPYC", "cores": 2, "gpu": None}, "versions": {}, "git_commit": "abc"}
+    (results / "runs" / "full" / "summary.json").write_text(json.dumps(summary))
+    data_manifest(results / "data" / "pydoc-topics")
+    return results, record("tiny", "make run", results, tmp_path / "reference")
+
+
+def test_the_reference_records_its_data_and_a_run_on_the_same_data_is_judged(tmp_path):
+    results, dest = recorded_reference(tmp_path)
+    prov = json.loads((dest / "provenance.json").read_text())
+    assert prov["data"]["pydoc-topics"]["train"] == {"text_sha256": "t" * 64, "data_sha256": "b" * 64}
+    out = tmp_path / "compare" / "reference.json"
+    data = read_data([results / "data" / "pydoc-topics"])
+    result = run_compare(results / "tables" / "comparison.csv", dest, TOL, out, data)
+    assert result["data"] == {"checked": True, "identical": True, "differences": []}
+    assert result["rows"] and all(r["verdict"] == "within" for r in result["rows"])
+    assert "the same text and token blocks as the reference" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("changed", ["text", "blocks", "name"])
+def test_on_other_data_no_metric_is_judged_and_the_hashes_are_named(tmp_path, changed):
+    results, dest = recorded_reference(tmp_path)
+    kw = {"text": {"text": "c" * 64}, "blocks": {"blocks": "d" * 64}, "name": {"name": "wikitext"}}[changed]
+    other = data_manifest(tmp_path / "other", **kw)
+    out = tmp_path / "compare" / "reference.json"
+    result = run_compare(results / "tables" / "comparison.csv", dest, TOL, out, read_data([other]))
+    assert result["rows"] == [] and result["data"]["identical"] is False
+    md = out.with_suffix(".md").read_text()
+    assert "no metric is judged" in md
+    if changed == "name":
+        assert "dataset wikitext is not in the reference" in md
+    else:
+        value = kw[changed] if changed == "text" else kw["blocks"]
+        assert f"sha256 {value} here, {'t' * 64 if changed == 'text' else 'b' * 64} in the reference" in md
+    assert "no metric is judged" in out.with_suffix(".html").read_text()
+
+
+def test_a_reference_without_data_hashes_is_judged_with_a_note(tmp_path):
+    results, dest = recorded_reference(tmp_path)
+    prov = json.loads((dest / "provenance.json").read_text())
+    del prov["data"]
+    (dest / "provenance.json").write_text(json.dumps(prov))
+    out = tmp_path / "compare" / "reference.json"
+    result = run_compare(results / "tables" / "comparison.csv", dest, TOL, out, {"x": {}})
+    assert result["rows"] and result["data"]["checked"] is False
+    assert "records no data hashes" in out.with_suffix(".md").read_text()
+
+
+def test_data_differences_is_empty_only_for_the_same_hashes():
+    same = {"d": {"train": {"text_sha256": "a", "data_sha256": "b"}}}
+    assert data_differences(same, same) == []
+    assert data_differences(same, {"d": {"train": {"text_sha256": "a", "data_sha256": "c"}}})
+    assert data_differences(same, {"d": {"validation": {"text_sha256": "a", "data_sha256": "b"}}})
+
+
+def test_shipped_default_reference_trained_on_the_shipped_corpus():
+    """The reference's recorded text hashes are those of the shipped corpora's split, on any Python."""
+    prov = json.loads((REPO / "results" / "reference" / "default" / "provenance.json").read_text())
+    config = load_config()
+    datasets = {config["dataset"]["name"]: config["dataset"], **{}}
+    pretrain = config["model"]["pretrain"]["dataset"]
+    datasets[pretrain["name"]] = pretrain
+    assert set(prov["data"]) == set(datasets)
+    for name, ds in datasets.items():
+        splits = corpora.split_documents(corpora.load(ds["source"]), ds["validation_fraction"])
+        for split, docs in splits.items():
+            assert prov["data"][name][split]["text_sha256"] == corpora.text_sha256(docs), (name, split)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import platform
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import corpora
 from .errors import ConfigError
 from .io import atomic_dir, write_json
 from .spec import load_spec
@@ -33,74 +33,9 @@ SPLITS = ("train", "validation")
 WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 
 
-def pydoc_topics() -> dict[str, str]:
-    """pydoc_data.topics: ~80 topics of the Python language reference (~465k characters)."""
-    from pydoc_data.topics import topics
-
-    return dict(topics)
-
-
-STDLIB_SKIP = {
-    "test",
-    "tests",
-    "idlelib",
-    "site-packages",
-    "dist-packages",
-    "lib2to3",
-    "tkinter",
-    "turtledemo",
-    "ensurepip",
-    "pydoc_data",
-    "__pycache__",
-}
-
-
-def stdlib_docstrings(min_chars: int = 80) -> dict[str, str]:
-    """Docstrings of the standard library's own modules, one document per module (~1.4M characters).
-
-    Parsed with ``ast`` from the source files, never imported, so nothing runs; a general-English
-    technical corpus for pretraining the scratch model before it is fine-tuned on pydoc topics.
-    """
-    import ast
-    import sysconfig
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    docs = {}
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if any(part in STDLIB_SKIP or part.startswith(("test", "config-")) for part in rel.parts):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
-        nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-        docstrings = (ast.get_docstring(n) or "" for n in ast.walk(tree) if isinstance(n, nodes))
-        parts = [d for d in docstrings if len(d) >= min_chars]
-        if parts:
-            docs[str(rel)] = "\n\n".join(parts)
-    return docs
-
-
-def split_documents(docs: dict[str, str], validation_fraction: float) -> dict[str, list[str]]:
-    """Split named documents deterministically into train and validation.
-
-    Documents are ordered by the sha256 of their name and go to validation until it holds
-    ``validation_fraction`` of all characters; the rest is training. The split does not depend on
-    dict order, and no document is in both splits. Empty documents are dropped.
-    """
-    docs = {name: text.strip() for name, text in docs.items() if text.strip()}
-    total = sum(len(t) for t in docs.values())
-    splits: dict[str, list[str]] = {"train": [], "validation": []}
-    held = 0
-    for name in sorted(docs, key=lambda n: hashlib.sha256(n.encode()).hexdigest()):
-        to_validation = held < validation_fraction * total
-        held += len(docs[name]) if to_validation else 0
-        splits["validation" if to_validation else "train"].append(docs[name])
-    return splits
-
-
-BUILTIN_SOURCES = {"pydoc": pydoc_topics, "stdlib_docstrings": stdlib_docstrings}
+# Built-in sources: text shipped in src/offloadbench/corpora (extracted once from CPython 3.11.7),
+# so the corpus is the same on every interpreter.
+BUILTIN_SOURCES = tuple(corpora.FILES)
 
 
 def rows_to_documents(rows: list[str], mode: str) -> list[str]:
@@ -154,7 +89,7 @@ def load_rows(ds: dict, root: Path) -> dict[str, list[str]]:
 
 def source_record(ds: dict) -> dict:
     if ds["source"] in BUILTIN_SOURCES:
-        return {"kind": ds["source"], "python": platform.python_version()}
+        return corpora.record(ds["source"])
     if ds["source"] == "hub":
         return {"kind": "hub", **ds["hub"]}
     return {"kind": "files", **ds["files"]}
@@ -165,7 +100,7 @@ def build_corpus(ds: dict, out: Path, root: Path = Path(".")) -> dict:
     import datasets
 
     if ds["source"] in BUILTIN_SOURCES:
-        docs = split_documents(BUILTIN_SOURCES[ds["source"]](), ds["validation_fraction"])
+        docs = corpora.split_documents(corpora.load(ds["source"]), ds["validation_fraction"])
     else:
         docs = {s: rows_to_documents(rows, ds["documents"]) for s, rows in load_rows(ds, root).items()}
     for split in SPLITS:
@@ -181,11 +116,10 @@ def build_corpus(ds: dict, out: Path, root: Path = Path(".")) -> dict:
         dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": docs[s]}) for s in SPLITS})
         dd.save_to_disk(str(tmp / "text"))
         for split in SPLITS:
-            text = "\n".join(docs[split]).encode()
             manifest["splits"][split] = {
                 "documents": len(docs[split]),
                 "characters": sum(len(d) for d in docs[split]),
-                "text_sha256": hashlib.sha256(text).hexdigest(),
+                "text_sha256": corpora.text_sha256(docs[split]),
             }
         write_json(tmp / "manifest.json", manifest)
     return manifest

@@ -4,13 +4,16 @@
         --reference results/reference/default --tolerances '{"loss": 0.02, ...}' --out results/compare/reference.json
     python -m offloadbench.reference record --profile default --command "make run"   # after a real run
 
-``compare`` reports, for every run and metric, the reference value, this run's value, the deviation
+``compare`` first checks that this run trained on the reference's data (the hashes of each dataset's
+text and token blocks, from ``results/data/<dataset>/manifest.json``): on different data it names
+the hashes and judges no metric, since every number would differ for that reason alone. Then it
+reports, for every run and metric, the reference value, this run's value, the deviation
 and whether it is within the tolerance of its group (timings loosely, memory and losses tightly).
 A deviation is max(a/b, b/a) - 1, so "within 0.25" means at most 25% larger or smaller either way.
 It never fails the workflow: a reviewer reads the verdicts in results/compare/reference.md.
 
 ``record`` copies results/tables/comparison.*, memory.csv and results/claims.* into results/reference/<profile>/
-and writes provenance.json beside them (command, date, hardware, versions, commit), so a reference
+and writes provenance.json beside them (command, date, hardware, versions, commit, data hashes), so a reference
 always comes from a real run whose command and machine are written down.
 """
 
@@ -107,6 +110,40 @@ def compare(table: pd.DataFrame, reference: pd.DataFrame, tolerances: dict[str, 
     return rows
 
 
+def data_identity(manifest: dict) -> dict:
+    """What identifies a dataset's bytes: the hash of each split's text and of its token blocks."""
+    return {
+        split: {"text_sha256": manifest["corpus_sha256"][split], "data_sha256": info["data_sha256"]}
+        for split, info in sorted(manifest["splits"].items())
+    }
+
+
+def read_data(folders: list[Path]) -> dict[str, dict]:
+    """Data identity of each tokenized dataset folder (results/data/<dataset>), by dataset name."""
+    out = {}
+    for folder in folders:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        out[manifest["dataset"]] = data_identity(manifest)
+    return out
+
+
+def data_differences(mine: dict[str, dict], reference: dict[str, dict]) -> list[str]:
+    """One sentence per dataset or hash that is not the reference's; empty when the data are the same."""
+    out = []
+    for name in sorted(set(mine) | set(reference)):
+        if name not in reference:
+            out.append(f"dataset {name} is not in the reference (it has {', '.join(sorted(reference)) or 'none'})")
+        elif name not in mine:
+            out.append(f"the reference's dataset {name} was not used here")
+        else:
+            for split in sorted(set(mine[name]) | set(reference[name])):
+                for key in ("text_sha256", "data_sha256"):
+                    here, there = mine[name].get(split, {}).get(key), reference[name].get(split, {}).get(key)
+                    if here != there:
+                        out.append(f"{name} {split} {key.split('_')[0]} sha256 {here} here, {there} in the reference")
+    return out
+
+
 def to_markdown(rows: list[dict], provenance: dict | None, tolerances: dict[str, float]) -> str:
     counts = pd.Series([r["verdict"] for r in rows]).value_counts().to_dict() if rows else {}
     lines = ["# This run against the reference results", ""]
@@ -142,24 +179,46 @@ def to_markdown(rows: list[dict], provenance: dict | None, tolerances: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def run_compare(table_csv: Path, reference_dir: Path, tolerances: dict, out: Path) -> dict:
+DIFFERENT_DATA = (
+    "This run's data are not the reference's, so no metric is judged: every number would differ for that reason alone."
+)
+NO_DATA_HASHES = "The reference records no data hashes: whether it trained on the same data is not checked."
+
+
+def run_compare(table_csv: Path, reference_dir: Path, tolerances: dict, out: Path, data: dict | None = None) -> dict:
+    """Compare, or say why not. ``data``: this run's data identity (read_data); None skips the check."""
     table = pd.read_csv(table_csv)
     ref_csv = reference_dir / "comparison.csv"
+    title = "# This run against the reference results\n\n"
     if not ref_csv.is_file():
         result = {"reference": str(reference_dir), "available": False, "rows": [], "tolerances": tolerances}
-        markdown = f"# This run against the reference results\n\nNo reference results in {reference_dir}.\n"
+        markdown = f"{title}No reference results in {reference_dir}.\n"
     else:
         prov_path = reference_dir / "provenance.json"
         provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else None
-        rows = compare(table, pd.read_csv(ref_csv), tolerances)
-        result = {
-            "reference": str(reference_dir),
-            "available": True,
-            "provenance": provenance,
-            "tolerances": tolerances,
-            "rows": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()} for r in rows],
+        result = {"reference": str(reference_dir), "available": True, "provenance": provenance}
+        result["tolerances"] = tolerances
+        ref_data = (provenance or {}).get("data")
+        differences = data_differences(data, ref_data) if data is not None and ref_data is not None else []
+        result["data"] = {
+            "checked": data is not None and ref_data is not None,
+            "identical": None if data is None or ref_data is None else not differences,
+            "differences": differences,
         }
-        markdown = to_markdown(rows, provenance, tolerances)
+        if differences:
+            result["rows"] = []
+            markdown = title + DIFFERENT_DATA + "\n\n" + "".join(f"- {d}\n" for d in differences)
+        else:
+            rows = compare(table, pd.read_csv(ref_csv), tolerances)
+            result["rows"] = [
+                {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()} for r in rows
+            ]
+            markdown = to_markdown(rows, provenance, tolerances)
+            if data is not None and ref_data is None:
+                markdown += f"\n{NO_DATA_HASHES}\n"
+            elif result["data"]["identical"]:
+                names = ", ".join(sorted(data))
+                markdown += f"\nData: the same text and token blocks as the reference ({names}; sha256 per split).\n"
     write_json(out, result)
     write_text(out.with_suffix(".md"), markdown)
     write_text(out.with_suffix(".html"), to_html(result))
@@ -170,6 +229,9 @@ def to_html(result: dict) -> str:
     title = "This run against the reference results"
     if not result["available"]:
         return html.page(title, html.paragraph(f"No reference results in {result['reference']}."))
+    if result["data"]["differences"]:
+        items = "".join(f"<li>{html.escape(d)}</li>" for d in result["data"]["differences"])
+        return html.page(title, html.paragraph(DIFFERENT_DATA) + f"<ul>{items}</ul>")
     prov = result["provenance"]
     intro = (
         f"Reference: {prov['command']} on {prov['date']}, {prov['hardware']['cpu']} ({prov['hardware']['cores']} "
@@ -218,6 +280,9 @@ def record(profile: str, command: str, results: Path, reference_root: Path) -> P
         "git_commit": sorted(commits)[0] if len(commits) == 1 else ", ".join(sorted(commits)),
         "recorded_with": _git_head(),
     }
+    data = read_data(sorted(p.parent for p in (results / "data").glob("*/manifest.json")))
+    if data:
+        provenance["data"] = data
     write_json(dest / "provenance.json", provenance)
     return dest
 
@@ -237,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--reference", type=Path, required=True)
     cmp.add_argument("--tolerances", required=True, help='JSON: {"loss": .., "memory": .., "time": ..}')
     cmp.add_argument("--out", type=Path, required=True, help="reference.json; reference.md is written beside it")
+    cmp.add_argument("--data", type=Path, nargs="*", default=None, help="results/data/<dataset> folders of this run")
     rec = sub.add_parser("record", help="make the current results the reference of a profile")
     rec.add_argument("--profile", required=True)
     rec.add_argument("--command", required=True, help="the command that produced the results, as typed")
@@ -244,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--reference-root", type=Path, default=Path("results/reference"))
     args = parser.parse_args(argv)
     if args.cmd == "compare":
-        result = run_compare(args.table, args.reference, load_spec(args.tolerances), args.out)
+        data = read_data(args.data) if args.data is not None else None
+        result = run_compare(args.table, args.reference, load_spec(args.tolerances), args.out, data)
         print(args.out.with_suffix(".md").read_text() if result["available"] else "no reference", file=sys.stderr)
     else:
         print(record(args.profile, args.command, args.results, args.reference_root), file=sys.stderr)
