@@ -90,3 +90,29 @@ def test_host_is_per_node_and_compare_sums_the_ranks_of_a_node(config):
     summary = {"device": "cpu", "host_rss_peak_bytes": 700, "host_rss_baseline_bytes": 500, "ranks": ranks}
     out = compare(pred, summary)
     assert out["measured"]["host"] == 1400 and out["predicted"]["host"]["runtime"] == 1000
+
+
+def test_qlora_without_prepare_kbit_keeps_the_non_quantized_weights_in_the_compute_dtype(config):
+    # prepare_model_for_kbit_training (train.py) upcasts embedding, norms and lm_head to fp32;
+    # stacks that skip it (quantization.prepare_kbit false) keep them, and the residual stream, in bf16.
+    spec = spec_for(config, "qlora")
+    spec["quantization"] = {**spec["quantization"], "prepare_kbit": False}
+    p = precision(spec, "cuda", zero3=False)
+    assert p["base"] == p["resid"] == 2 and p["adapter"] == 4
+    weights = predict(spec, TWO, 32, "cuda")["predicted"]["gpu"]["weights"]
+    linear = 2 * (ATTN + MLP)
+    assert weights == 36_864 + 1_152 + 18 + 2 * (N_TWO - linear) + 4 * LORA_TWO
+    default = predict(spec_for(config, "qlora"), TWO, 32, "cuda")["predicted"]["gpu"]
+    assert default["weights"] - weights == 2 * (N_TWO - linear)
+    assert precision(spec_for(config, "qlora"), "cuda", zero3=False)["base"] == 4
+
+
+def test_a_measurement_through_nvml_includes_the_cuda_context():
+    from offloadbench.memory.measured import CUDA_CONTEXT_BYTES, comparable_gpu_bytes
+
+    assert comparable_gpu_bytes(10, "allocated") == comparable_gpu_bytes(10, "reserved") == 10
+    assert comparable_gpu_bytes(10, "nvml") == comparable_gpu_bytes(10, "unspecified") == 10 + CUDA_CONTEXT_BYTES
+    import pytest
+
+    with pytest.raises(ValueError):
+        comparable_gpu_bytes(10, "guessed")

@@ -10,6 +10,7 @@ run measured. Modules by responsibility (each imports only those above it):
   needs, and the prediction beside a measured summary.json (compare).
 - estimate: training time on a GPU class (H100), a model estimate.
 - report: the README's hardware table.
+- measured: what a published GPU measurement counts beside the predicted tensors (CUDA context).
 - cli: the command line, ``python -m offloadbench.memory`` (see __main__).
 
 Re-exported here: only what other modules of offloadbench import from offloadbench.memory.

@@ -91,12 +91,13 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
 def base_bytes(cfg: dict, spec: dict, p: dict) -> float:
     """The model's weights as train.py loads them, without adapters: p["base"] bytes each (fp32,
     or for lora the run's dtype), or for qlora the decoder's projections in NF4 and the rest
-    (embedding, norms, lm_head) in fp32."""
+    (embedding, norms, lm_head) in p["base"] bytes: fp32 after prepare_model_for_kbit_training,
+    the compute dtype without it (quantization.prepare_kbit false, see predict.precision)."""
     counts = param_counts(cfg)
     if spec["method"] != "qlora":
         return p["base"] * counts["total"]
     nf4 = nf4_bytes_per_param(spec["quantization"]["double_quant"])
-    return counts["linear"] * nf4 + 4 * (counts["total"] - counts["linear"])
+    return counts["linear"] * nf4 + p["base"] * (counts["total"] - counts["linear"])
 
 
 def largest_tensor(cfg: dict | None) -> int:

@@ -56,14 +56,18 @@ def precision(spec: dict, device: str, zero3: bool) -> dict:
       and of qlora's lm_head; none of a 16-bit lora base). ZeRO-3 does not autocast.
     - PEFT casts a LoRA adapter's input to the adapter weights' dtype ("adapter"): fp32, as
       get_peft_model keeps them (autocast_adapter_dtype), or 16 bits under ZeRO-3.
-    - qlora: bitsandbytes' 4-bit layers return their input's dtype.
+    - qlora: bitsandbytes' 4-bit layers return their input's dtype. Without
+      prepare_model_for_kbit_training (quantization.prepare_kbit false: train.py always calls it,
+      but other stacks, e.g. torchtune or FSDP-QLoRA loading the model in bf16, do not) the
+      non-quantized weights stay in the compute dtype, and so does the residual stream.
     """
     dtype = spec["training"]["dtype"]
     if dtype == "auto":
         dtype = "bf16" if device == "cuda" else "fp32"
     act = DTYPE_BYTES[dtype]
     qlora = spec["method"] == "qlora"
-    base = act if not qlora and (zero3 or spec["method"] == "lora") else 4
+    kbit_fp32 = spec.get("quantization", {}).get("prepare_kbit", True)
+    base = act if (not qlora and (zero3 or spec["method"] == "lora")) or (qlora and not kbit_fp32) else 4
     return {
         "dtype": dtype,
         "act": act,
