@@ -173,6 +173,7 @@ def write_figure(table: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.5, 6))
     x = [float(r["predicted_gib"]) for r in table]
@@ -190,6 +191,11 @@ def write_figure(table: list[dict], path: Path) -> None:
         ax.annotate(r["id"], (a, b), fontsize=6, xytext=(4, -3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ticks = [t for t in (2, 4, 8, 16, 32, 64, 128) if lo <= t <= hi]
+    for axis in (ax.xaxis, ax.yaxis):  # plain GiB numbers at powers of two, no minor labels
+        axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("predicted peak GPU memory per device (GiB)")
