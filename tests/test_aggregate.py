@@ -78,7 +78,7 @@ def test_main_writes_every_table_format_and_the_provenance_page(runs_dir, tmp_pa
         + ["provenance.html", "paper.tex"]
     )
     page = (out / "comparison.html").read_text()
-    assert page.count("<tr>") == 4 * 4 and "qlora_offload" in page  # 4 themes: header + one row per run
+    assert page.count("<tr>") == 5 * 4 and "qlora_offload" in page  # 5 themes: header + one row per run
     paper = (out / "paper.tex").read_text()
     assert "\\begin{tabular}{lrrrrl}" in paper and "\\toprule" in paper  # six columns fit one paper column
     assert "qlora_offload: spec" in (out / "provenance.html").read_text()

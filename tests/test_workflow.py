@@ -269,6 +269,8 @@ def test_tables_have_a_row_per_run(tiny_workflow):
     assert list(table["run"]) == RUNS and set(table["status"]) == {"ok"}
     for row in table.astype(object).where(table.notna(), None).to_dict("records"):
         validate(row, "comparison_row.schema.json")
+    twins = table.set_index("run")["twin verdict"].dropna()
+    assert len(twins) == 5 and set(twins) == {"agrees"}, twins
     relative = pd.read_csv(tiny_workflow / "results" / "tables" / "relative.csv").set_index("run")
     assert relative.loc[CONFIG["baseline_run"], "slowdown (x)"] == pytest.approx(1.0)
     base = json.loads((tiny_workflow / "results" / "eval" / "base.json").read_text())
@@ -284,6 +286,9 @@ def test_claims_are_checked_and_gpu_claims_are_not_applicable_on_cpu(tiny_workfl
     # No host-device copy on a CPU: the speed cost of offload is not measurable here.
     assert verdicts["C2"]["verdict"] == "N/A" and "no host-device copy" in verdicts["C2"]["reason"]
     assert verdicts["C5"]["verdict"] == "PASS"
+    # Offload keeps the math: every offload run follows its twin without offload, step by step.
+    assert verdicts["C6"]["verdict"] == "PASS", verdicts["C6"]["reason"]
+    assert "5 offload runs agree" in verdicts["C6"]["reason"]
     assert (tiny_workflow / "results" / "claims.md").read_text().startswith("# Claims (tiny profile)")
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from . import html
 from .io import atomic_path, write_text
 from .spec import load_spec
+from .twins import compare_twins
 
 GIB = 2**30
 MIB = 2**20
@@ -99,7 +100,15 @@ def load_summary(run_dir: Path) -> dict | None:
     return summary
 
 
-def comparison(runs: list[str], runs_dir: Path, base_eval_loss: float | None = None) -> pd.DataFrame:
+TWIN_COLUMNS = ("twin", "twin max Δloss", "twin verdict")
+
+
+def comparison(
+    runs: list[str], runs_dir: Path, base_eval_loss: float | None = None, twins: dict[str, dict] | None = None
+) -> pd.DataFrame:
+    """One row per run. ``twins`` (twins.compare_twins): each offload run's agreement with its twin
+    (the same run without the offload); a run without an offload mechanism has empty twin cells."""
+    twins = twins or {}
     rows = []
     for run in runs:
         summary = load_summary(runs_dir / run)
@@ -108,8 +117,22 @@ def comparison(runs: list[str], runs_dir: Path, base_eval_loss: float | None = N
             continue
         loss = summary.get("eval_loss")
         summary["eval_gain"] = base_eval_loss - loss if base_eval_loss is not None and loss is not None else None
-        rows.append({col: _value(summary, key, scale) for col, (key, scale, _) in COLUMNS.items()})
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+        row = {col: _value(summary, key, scale) for col, (key, scale, _) in COLUMNS.items()}
+        twin = twins.get(run) or {}
+        row.update(
+            {
+                "twin": twin.get("twin"),
+                "twin max Δloss": twin.get("max_loss_diff"),
+                "twin verdict": twin.get("verdict") and twin["verdict"] + _departure(twin),
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*COLUMNS, *TWIN_COLUMNS])
+
+
+def _departure(twin: dict) -> str:
+    step = twin.get("first_departure_step")
+    return f" (step {step})" if twin.get("verdict") == "departs" and step else ""
 
 
 RELATIVE = {
@@ -137,9 +160,15 @@ def relative(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return out
 
 
-def decimals(table: pd.DataFrame) -> dict[str, int]:
-    known = {col: d for col, (_, _, d) in COLUMNS.items() if d is not None}
+def decimals(table: pd.DataFrame) -> dict[str, int | str]:
+    """Decimals per numeric column, or a format spec (twin differences span 1e-7 to 1e-1)."""
+    known = {col: d for col, (_, _, d) in COLUMNS.items() if d is not None} | {"twin max Δloss": ".1e"}
     return {col: known.get(col, 2) for col in table.columns if pd.api.types.is_numeric_dtype(table[col])}
+
+
+def number(value, digits: int | str) -> str:
+    """A number with thousands separated and ``digits`` decimals, or in a format spec like ``.1e``."""
+    return format(value, digits) if isinstance(digits, str) else f"{value:,.{digits}f}"
 
 
 def to_markdown(table: pd.DataFrame, digits: dict[str, int] | None = None) -> str:
@@ -147,7 +176,7 @@ def to_markdown(table: pd.DataFrame, digits: dict[str, int] | None = None) -> st
     cells as an en dash."""
     shown = table.copy()
     for col, d in (digits if digits is not None else decimals(table)).items():
-        shown[col] = table[col].map(lambda v, d=d: "–" if pd.isna(v) else f"{v:,.{d}f}")
+        shown[col] = table[col].map(lambda v, d=d: "–" if pd.isna(v) else number(v, d))
     return shown.fillna("–").to_markdown(index=False) + "\n"
 
 
@@ -155,7 +184,10 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     """booktabs table (needs \\usepackage{booktabs}); empty cells print as an en dash."""
     styler = table.style.hide(axis="index").format(precision=2, na_rep="--", escape="latex")
     for col, d in decimals(table).items():
-        styler = styler.format(precision=d, thousands=",", na_rep="--", subset=[col])
+        if isinstance(d, str):
+            styler = styler.format(lambda v, d=d: "--" if pd.isna(v) else format(v, d), subset=[col])
+        else:
+            styler = styler.format(precision=d, thousands=",", na_rep="--", subset=[col])
     styler = styler.format_index(escape="latex", axis="columns")
     return styler.to_latex(hrules=True, caption=caption, label=label, position="htbp", position_float="centering")
 
@@ -185,19 +217,43 @@ GROUPS = {
     ],
     "Speed": ["tokens/s", "step time (s)", "wall time (s)"],
     "Quality": ["train loss", "eval loss", "eval gain", "eval ppl"],
+    # Offload keeps the math: each offload run against the same run without it (twins.py).
+    "Fidelity": ["offload", *TWIN_COLUMNS],
 }
 PAPER = ["run", "GPU alloc peak (GiB)", "host RSS peak (GiB)", "tokens/s", "eval ppl", "status"]
 
 
-def write_tables(table: pd.DataFrame, stem: Path, caption: str) -> None:
+# The relative table's own groups (its columns are not the comparison table's).
+RELATIVE_GROUPS = {
+    "Setup": ["method", "offload", "status"],
+    "Memory": [f"{name} saving (x)" for name, (_, kind) in RELATIVE.items() if kind == "saving"],
+    "Speed": ["slowdown (x)"],
+    "Quality": ["eval loss (x baseline)"],
+}
+
+
+def html_groups(table: pd.DataFrame, groups: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """Column groups for the HTML page, each led by the run column; every column of the table is
+    in some group, and a group none of whose columns the table has is left out."""
+    if not groups:
+        return {"": list(table)}
+    out = {name: ["run", *[c for c in cols if c in table]] for name, cols in groups.items()}
+    out = {name: cols for name, cols in out.items() if len(cols) > 1}
+    placed = {c for cols in out.values() for c in cols}
+    rest = [c for c in table if c not in placed]
+    if rest:
+        out["Other"] = ["run", *rest]
+    return out
+
+
+def write_tables(table: pd.DataFrame, stem: Path, caption: str, groups: dict[str, list[str]] | None = None) -> None:
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False)
     write_text(stem.with_suffix(".md"), to_markdown(table))
     write_text(stem.with_suffix(".tex"), to_latex(table, caption, f"tab:{stem.name}"))
-    groups = {name: ["run", *cols] for name, cols in GROUPS.items()} if "offload" in table else {"": list(table)}
     body = []
-    for name, cols in groups.items():
-        part = table[[c for c in cols if c in table]]
+    for name, cols in html_groups(table, groups).items():
+        part = table[cols]
         body += [f"<h2>{name}</h2>" if name else "", html.table(part, decimals(part), css={"status": "status"})]
     write_text(stem.with_suffix(".html"), html.page(caption.rstrip("."), "\n".join(body)))
 
@@ -295,8 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     base = json.loads(args.base.read_text())["eval_loss"] if args.base else None
-    table = comparison(spec["runs"], args.runs_dir, base)
-    write_tables(table, args.out / "comparison", f"Fine-tuning methods compared ({spec['profile']} profile).")
+    twins = compare_twins(spec["runs"], args.runs_dir, spec["twin_tolerance"]) if "twin_tolerance" in spec else None
+    table = comparison(spec["runs"], args.runs_dir, base, twins)
+    write_tables(
+        table, args.out / "comparison", f"Fine-tuning methods compared ({spec['profile']} profile).", GROUPS
+    )
     write_paper_table(
         table,
         args.out / "paper.tex",
@@ -304,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     rel = relative(table, spec["baseline_run"])
     write_tables(
-        rel, args.out / "relative", f"Each run relative to {spec['baseline_run']} ({spec['profile']} profile)."
+        rel,
+        args.out / "relative",
+        f"Each run relative to {spec['baseline_run']} ({spec['profile']} profile).",
+        RELATIVE_GROUPS,
     )
     write_text(args.out / "provenance.html", provenance_page(spec["runs"], args.runs_dir, spec["profile"]))
     if args.memory_dir:

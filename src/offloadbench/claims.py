@@ -20,6 +20,8 @@ from .claims_file import load_claims
 from .io import write_json, write_text
 from .memory.counting import load_model_config
 from .memory.predict import predict
+from .spec import load_spec
+from .twins import compare_twins
 
 GPU_METRICS = ("gpu_allocated_peak_bytes", "gpu_reserved_peak_bytes", "gpu_nvml_used_peak_bytes")
 
@@ -163,7 +165,48 @@ def check_below_base(claim: dict, runs_dir: Path, base: dict | None, all_runs: l
     return "PASS", f"every run's {metric} is below the base model's ({base[metric]:.4g})", numbers
 
 
-def check_claims(claims: list[dict], runs_dir: Path, base: dict | None, all_runs: list[str]) -> list[dict]:
+def check_twins_agree(claim: dict, runs_dir: Path, all_runs: list[str], tolerance: dict | None) -> tuple:
+    """Every run with an offload mechanism trained the same model as its twin without it (twins.py):
+    FAIL naming each run that departs, PASS when at least one was compared and none departs."""
+    runs = all_runs if claim["runs"] == "all" else claim["runs"]
+    summaries = _load(runs_dir, runs)
+    if why := _unavailable(summaries):
+        return "N/A", why, {}
+    if tolerance is None:
+        return "N/A", "no twins.tolerance was given", {}
+    twins = compare_twins(runs, runs_dir, tolerance)
+    if not twins:
+        return "N/A", "no run of this profile has an offload mechanism", {}
+    numbers = {
+        f"{run} vs {a['twin'] or 'no twin'}": {
+            "max train-loss difference": a.get("max_loss_diff"),
+            "eval-loss difference": a.get("eval_loss_diff"),
+            "tolerance": a.get("tolerance"),
+            "verdict": a["verdict"],
+        }
+        for run, a in twins.items()
+    }
+    departs = [f"{run} ({a['note']})" for run, a in twins.items() if a["verdict"] == "departs"]
+    compared = [run for run, a in twins.items() if a["verdict"] == "agrees"]
+    unchecked = [f"{run}: {a['note']}" for run, a in twins.items() if a["verdict"] in ("no twin", "not run")]
+    rest = f"; not compared: {'; '.join(unchecked)}" if unchecked else ""
+    if departs:
+        return "FAIL", "departs from its twin without offload: " + "; ".join(departs) + rest, numbers
+    if not compared:
+        return "N/A", "no offload run could be compared with a twin" + rest, numbers
+    worst = max(compared, key=lambda r: twins[r]["max_loss_diff"])
+    return (
+        "PASS",
+        f"{len(compared)} offload runs agree with their twins step by step; the largest train-loss difference is "
+        f"{twins[worst]['max_loss_diff']:.1e} ({worst} vs {twins[worst]['twin']}, tolerance "
+        f"{twins[worst]['tolerance']:g})" + rest,
+        numbers,
+    )
+
+
+def check_claims(
+    claims: list[dict], runs_dir: Path, base: dict | None, all_runs: list[str], twin_tolerance: dict | None = None
+) -> list[dict]:
     results = []
     for claim in claims:
         if claim["check"] == "at_most":
@@ -172,9 +215,11 @@ def check_claims(claims: list[dict], runs_dir: Path, base: dict | None, all_runs
             verdict, reason, numbers = check_oom_vs_ok(claim, runs_dir)
         elif claim["check"] == "below_base":
             verdict, reason, numbers = check_below_base(claim, runs_dir, base, all_runs)
+        elif claim["check"] == "twins_agree":
+            verdict, reason, numbers = check_twins_agree(claim, runs_dir, all_runs, twin_tolerance)
         else:
             raise ValueError(f"claim {claim['id']}: unknown check {claim['check']!r}")
-        runs = claim.get("runs") if claim["check"] == "below_base" else [claim["run"], *claim["against"]]
+        runs = claim["runs"] if "runs" in claim else [claim["run"], *claim["against"]]
         results.append(
             {
                 "id": claim["id"],
@@ -200,6 +245,8 @@ def _fmt(key: str, value) -> str:
         return html.escape(str(value))
     if "bytes" in key:
         return f"{value / 2**30:,.3f} GiB"
+    if value and abs(value) < 1e-2:  # a loss difference between twins: 1e-7 to 1e-3
+        return f"{value:.1e}"
     return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
@@ -250,10 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, required=True)
     parser.add_argument("--profile", required=True)
     parser.add_argument("--runs", nargs="+", required=True, help="every run of the profile")
+    parser.add_argument("--twin-tolerance", default=None, help='config key twins.tolerance as JSON: {"fp32": ..}')
     parser.add_argument("--out", type=Path, required=True, help="claims.json; claims.md is written beside it")
     args = parser.parse_args(argv)
     base = json.loads(args.base.read_text()) if args.base.is_file() else None
-    results = check_claims(load_claims(args.claims), args.runs_dir, base, args.runs)
+    tolerance = load_spec(args.twin_tolerance) if args.twin_tolerance else None
+    results = check_claims(load_claims(args.claims), args.runs_dir, base, args.runs, tolerance)
     write_json(args.out, {"profile": args.profile, "claims": results})
     markdown = to_markdown(args.profile, results)
     write_text(args.out.with_suffix(".md"), markdown)

@@ -28,7 +28,7 @@ def page(title: str, body: str) -> str:
     )
 
 
-def table(df: pd.DataFrame, decimals: dict[str, int] | None = None, css: dict[str, str] | None = None) -> str:
+def table(df: pd.DataFrame, decimals: dict[str, int | str] | None = None, css: dict[str, str] | None = None) -> str:
     """An HTML table: numbers right-aligned with the given decimals, text left-aligned, missing as an
     en dash; `css` maps a column to the column whose value is used as the cell's CSS class."""
     decimals, css = decimals or {}, css or {}
@@ -42,7 +42,8 @@ def table(df: pd.DataFrame, decimals: dict[str, int] | None = None, css: dict[st
             if v is None or (not isinstance(v, str) and pd.isna(v)):
                 text = "–"
             elif c in numeric:
-                text = f"{v:,.{decimals.get(c, 2)}f}"
+                d = decimals.get(c, 2)
+                text = format(v, d) if isinstance(d, str) else f"{v:,.{d}f}"
             else:
                 text = html.escape(str(v))
             cls = [] if c in numeric else ["text"]

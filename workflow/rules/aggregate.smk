@@ -5,6 +5,7 @@
 rule aggregate:
     input:
         summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        metrics=expand("results/runs/{run}/metrics.jsonl", run=RUNS),
         memory=expand("results/memory/{run}.json", run=RUNS),
         base="results/eval/base.json",
     output:
@@ -21,7 +22,14 @@ rule aggregate:
     log:
         "results/logs/aggregate/tables.log",
     params:
-        spec=as_arg({"runs": RUNS, "baseline_run": config["baseline_run"], "profile": config["profile"]}),
+        spec=as_arg(
+            {
+                "runs": RUNS,
+                "baseline_run": config["baseline_run"],
+                "profile": config["profile"],
+                "twin_tolerance": config["twins"]["tolerance"],
+            }
+        ),
         out=lambda w, output: os.path.dirname(output.comparison),
     shell:
         "python -m offloadbench.aggregate --spec {params.spec:q} --runs-dir results/runs --memory-dir results/memory"
@@ -31,6 +39,7 @@ rule aggregate:
 rule claims:
     input:
         summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        metrics=expand("results/runs/{run}/metrics.jsonl", run=RUNS),
         base="results/eval/base.json",
         claims=CLAIMS,
     output:
@@ -44,9 +53,11 @@ rule claims:
     params:
         profile=config["profile"],
         runs=" ".join(CLAIM_RUNS),
+        twins=as_arg(config["twins"]["tolerance"]),
     shell:
         "python -m offloadbench.claims --claims {input.claims} --runs-dir results/runs --base {input.base}"
-        " --profile {params.profile} --runs {params.runs} --out {output.json} > {log} 2>&1"
+        " --profile {params.profile} --runs {params.runs} --twin-tolerance {params.twins:q}"
+        " --out {output.json} > {log} 2>&1"
 
 
 # This run's comparison table against results/reference/<profile>/ (src/offloadbench/reference.py).
