@@ -15,6 +15,7 @@ import torch
 
 from ..env import torch_dtype
 from ..errors import PreflightError
+from .recorder import local_device
 
 
 def quantization_config(spec: dict, compute_dtype, storage_dtype=None):
@@ -55,7 +56,7 @@ def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
         if zero3:
             kwargs["dtype"] = compute_dtype
         else:
-            kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
+            kwargs["device_map"] = {"": local_device() if device == "cuda" else "cpu"}  # this rank's GPU
         model = AutoModelForCausalLM.from_pretrained(model_ref["path"], **common, **kwargs)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs

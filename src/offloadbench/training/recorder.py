@@ -5,6 +5,15 @@ sampled by a thread (psutil) and floored by the kernel's own peak of this proces
 torch's allocator counters and, separately, from NVML: bitsandbytes' paged optimizer state is CUDA
 managed memory, which torch's counters do not see. Every rank measures its own process; rank 0
 writes the metrics and the summary, which lists each rank's peaks (:func:`gather_ranks`).
+
+On a GPU, measured by construction (each a seam that tests/test_gpu_seams.py drives with a fake
+``torch.cuda`` and NVML):
+- each rank works on its ``LOCAL_RANK`` device (:func:`local_device`), and NVML is opened by that
+  device's UUID, never by torch's index, which is another card under ``CUDA_VISIBLE_DEVICES``;
+- when training begins (model loaded, engine and optimizer set up) the peaks so far are kept as
+  the load peaks (``gpu_load_*``) and then reset, so the training peaks do not hold model loading;
+- every timed step window starts and ends with ``torch.cuda.synchronize()``, so it holds the GPU
+  work of its step and nothing queued before it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,30 @@ from pathlib import Path
 
 import psutil
 from transformers import TrainerCallback
+
+
+def local_device() -> int:
+    """This rank's GPU index among the visible ones: LOCAL_RANK under torchrun, else 0."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def nvml_handle(pynvml, torch, index: int):
+    """NVML's handle of torch's device ``index``, found by its UUID (NVML counts physical cards;
+    torch counts the ones CUDA_VISIBLE_DEVICES lets it see), or by PCI bus id where torch gives no UUID."""
+    props = torch.cuda.get_device_properties(index)
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid:
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    return pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work (a timed window's edge); nothing to wait for on a CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class MemorySampler:
@@ -41,8 +74,7 @@ class MemorySampler:
                 import pynvml
 
                 pynvml.nvmlInit()
-                index = torch.cuda.current_device()
-                self._nvml = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(index))
+                self._nvml = (pynvml, nvml_handle(pynvml, torch, torch.cuda.current_device()))
                 self.nvml_used_peak = 0
         except Exception:
             self._nvml = None
@@ -53,6 +85,14 @@ class MemorySampler:
         if self._nvml:
             nv, handle = self._nvml
             self.nvml_used_peak = max(self.nvml_used_peak or 0, nv.nvmlDeviceGetMemoryInfo(handle).used)
+
+    def restart_nvml_peak(self) -> int | None:
+        """The NVML peak so far; from now on the peak starts again at the current reading."""
+        before = self.nvml_used_peak
+        if self._nvml:
+            nv, handle = self._nvml
+            self.nvml_used_peak = nv.nvmlDeviceGetMemoryInfo(handle).used
+        return before
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -150,6 +190,17 @@ def gpu_peaks() -> dict:
     }
 
 
+def start_training_peaks(sampler: MemorySampler) -> dict:
+    """Keep the peaks of loading and set-up (``gpu_load_*``), then reset them for training."""
+    import torch
+
+    load = {f"gpu_load_{k[4:]}": v for k, v in gpu_peaks().items()}
+    load["gpu_load_nvml_used_peak_bytes"] = sampler.restart_nvml_peak()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    return load
+
+
 def io_write_bytes() -> int:
     """Bytes this process has written to storage (O_DIRECT aio writes included), where Linux says."""
     try:
@@ -180,6 +231,7 @@ class MetricsRecorder(TrainerCallback):
         self.train_s = 0.0
         self.last_loss = None
         self.rng: dict | None = None  # the RNG states when training starts (rng_fingerprint)
+        self.load_peaks: dict = {}  # GPU peaks of loading and set-up (start_training_peaks)
         self._interval_s = 0.0
         self._interval_steps = 0
         self._t0 = self._io0 = self._train0 = None
@@ -187,13 +239,16 @@ class MetricsRecorder(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         # After Trainer has seeded everything; a resumed run restores its checkpoint's RNG states later.
         self.rng = rng_fingerprint()
+        self.load_peaks = start_training_peaks(self.sampler)
         self._train0 = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):
+        synchronize()
         self._io0 = io_write_bytes()
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        synchronize()
         dt = time.perf_counter() - self._t0
         self.io_bytes += io_write_bytes() - self._io0
         self.step_s += dt

@@ -30,7 +30,7 @@ from .lifecycle import (
 from .model import count_params, load_model
 from .observe import ActivationCopies, observed
 from .offload import deepspeed_config, offload_label, offload_summary, release_swap_dir
-from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, rank_entry, tree_rss
+from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, local_device, rank_entry, tree_rss
 from .trainer import capture_warnings, evaluate, make_trainer, train_batch_size, training_arguments
 from .world import world
 
@@ -54,6 +54,8 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     if is_main and last_checkpoint(out) is None:
         check_disk(spec, out, device)
     torch.manual_seed(spec["seed"])
+    if device == "cuda":  # this rank's card, before anything allocates on the default one
+        torch.cuda.set_device(local_device())
     if device == "cpu" and ds:
         # DeepSpeed on CPU communicates through gloo; with zero.Init it must be up before the
         # model is built, or ZeRO computes its world size before torch.distributed exists.
@@ -138,6 +140,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         host_rss_peak_bytes=sampler.host_rss_peak,
         **gpu_peaks(),
         gpu_nvml_used_peak_bytes=sampler.nvml_used_peak,
+        **recorder.load_peaks,
         nvme_bytes_written=recorder.io_bytes if "nvme" in off.values() else None,
         train_loss_final=recorder.last_loss,
         eval_loss=eval_loss,
