@@ -36,6 +36,7 @@ localrules:
     memory,
     aggregate,
     claims,
+    numbers,
     figures,
     compare_reference,
 

@@ -111,6 +111,7 @@ def test_the_graph_sees_the_imports_it_checks():
 LIGHT = (
     "offloadbench.aggregate",
     "offloadbench.claims",
+    "offloadbench.numbers",
     "offloadbench.figures",
     "offloadbench.reference",
     "offloadbench.memory.cli",

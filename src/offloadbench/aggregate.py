@@ -353,9 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     base = json.loads(args.base.read_text())["eval_loss"] if args.base else None
     twins = compare_twins(spec["runs"], args.runs_dir, spec["twin_tolerance"]) if "twin_tolerance" in spec else None
     table = comparison(spec["runs"], args.runs_dir, base, twins)
-    write_tables(
-        table, args.out / "comparison", f"Fine-tuning methods compared ({spec['profile']} profile).", GROUPS
-    )
+    write_tables(table, args.out / "comparison", f"Fine-tuning methods compared ({spec['profile']} profile).", GROUPS)
     write_paper_table(
         table,
         args.out / "paper.tex",

@@ -60,6 +60,21 @@ rule claims:
         " --out {output.json} > {log} 2>&1"
 
 
+# The headline numbers as LaTeX macros for the paper's text (src/offloadbench/numbers.py).
+rule numbers:
+    input:
+        table="results/tables/comparison.csv",
+        claims="results/claims.json",
+    output:
+        "results/tables/numbers.tex",
+    conda:
+        "../envs/offloadbench.yaml"
+    log:
+        "results/logs/numbers/numbers.log",
+    shell:
+        "python -m offloadbench.numbers --table {input.table} --claims {input.claims} --out {output} > {log} 2>&1"
+
+
 # This run's comparison table against results/reference/<profile>/ (src/offloadbench/reference.py).
 # Deviations outside the tolerances are reported, not fatal: a reviewer reads reference.md. On data
 # other than the reference's (hashes of each dataset's text and blocks) it judges nothing, and says so.

@@ -143,6 +143,7 @@ def all_outputs():
         *multiext("results/tables/relative", ".csv", ".md", ".tex"),
         "results/claims.json",
         "results/claims.md",
+        "results/tables/numbers.tex",
         "results/compare/reference.json",
         *multiext("results/figures/", "loss_curves.png", "memory.png", "throughput.png"),
         *SWEEP_FIGURES,
