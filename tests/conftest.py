@@ -171,9 +171,18 @@ def write_run(runs_dir, run, **overrides):
     summary.update(overrides)
     (runs_dir / run).mkdir(parents=True)
     (runs_dir / run / "summary.json").write_text(json.dumps(summary))
-    (runs_dir / run / "metrics.jsonl").write_text(
-        "".join(json.dumps({"step": i, "step_time_s": t}) + "\n" for i, t in enumerate([1.0, 3.0], 1))
-    )
+    # 20 logged steps: step times averaging 2 s, tokens/s within +-2% of the summary's (the spread a
+    # speed claim is judged with); a run without tokens/s logs none.
+    rate = summary.get("tokens_per_s")
+    rows = [
+        {
+            "step": i,
+            "step_time_s": 1.0 if i % 2 else 3.0,
+            "tokens_per_s": rate * (1 + 0.02 * ((i * 7) % 5 - 2) / 2) if rate else None,
+        }
+        for i in range(1, 21)
+    ]
+    (runs_dir / run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -20,6 +20,7 @@ import pandas as pd
 from . import html
 from .io import atomic_path, write_text
 from .spec import load_spec
+from .speed import spread, steady_rates
 from .twins import compare_twins
 
 GIB = 2**30
@@ -101,6 +102,8 @@ def load_summary(run_dir: Path) -> dict | None:
 
 
 TWIN_COLUMNS = ("twin", "twin max Δloss", "twin verdict")
+# Each run's steps after the warm-up (speed.py): the median tokens/s, its interquartile range and n.
+SPREAD_COLUMNS = ("tokens/s median", "tokens/s IQR", "timed steps")
 
 
 def comparison(
@@ -118,6 +121,10 @@ def comparison(
         loss = summary.get("eval_loss")
         summary["eval_gain"] = base_eval_loss - loss if base_eval_loss is not None and loss is not None else None
         row = {col: _value(summary, key, scale) for col, (key, scale, _) in COLUMNS.items()}
+        steps = spread(steady_rates(runs_dir / run))
+        row["tokens/s median"] = steps["median"]
+        row["tokens/s IQR"] = steps["q3"] - steps["q1"] if steps["q1"] is not None else None
+        row["timed steps"] = steps["n"]
         twin = twins.get(run) or {}
         row.update(
             {
@@ -127,7 +134,7 @@ def comparison(
             }
         )
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*COLUMNS, *TWIN_COLUMNS])
+    return pd.DataFrame(rows, columns=[*COLUMNS, *SPREAD_COLUMNS, *TWIN_COLUMNS])
 
 
 def _departure(twin: dict) -> str:
@@ -162,7 +169,8 @@ def relative(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 def decimals(table: pd.DataFrame) -> dict[str, int | str]:
     """Decimals per numeric column, or a format spec (twin differences span 1e-7 to 1e-1)."""
-    known = {col: d for col, (_, _, d) in COLUMNS.items() if d is not None} | {"twin max Δloss": ".1e"}
+    known = {col: d for col, (_, _, d) in COLUMNS.items() if d is not None}
+    known |= {"twin max Δloss": ".1e", "tokens/s median": 0, "tokens/s IQR": 0, "timed steps": 0}
     return {col: known.get(col, 2) for col in table.columns if pd.api.types.is_numeric_dtype(table[col])}
 
 
@@ -215,7 +223,9 @@ GROUPS = {
         "NVMe written (GiB)",
         "checkpoint (MiB)",
     ],
-    "Speed": ["tokens/s", "step time (s)", "wall time (s)"],
+    # tokens/s over all steps as in the summary; median, IQR and n over the steps after the first
+    # WARMUP_STEPS (what speed claims are judged on)
+    "Speed": ["tokens/s", *SPREAD_COLUMNS, "step time (s)", "wall time (s)"],
     "Quality": ["train loss", "eval loss", "eval gain", "eval ppl"],
     # Offload keeps the math: each offload run against the same run without it (twins.py).
     "Fidelity": ["offload", *TWIN_COLUMNS],

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
-from . import html
+from . import html, speed
 from .claims_file import load_claims
 from .io import write_json, write_text
 from .memory.counting import load_model_config
@@ -24,6 +25,18 @@ from .spec import load_spec
 from .twins import compare_twins
 
 GPU_METRICS = ("gpu_allocated_peak_bytes", "gpu_reserved_peak_bytes", "gpu_nvml_used_peak_bytes")
+# Judged on each run's steps with their spread (speed.py), not on one number per run.
+SPEED_METRICS = {"tokens_per_s"}
+# What a reader sees for a summary key in claims.md.
+LABELS = {
+    "gpu_allocated_peak_bytes": "GPU allocated peak",
+    "gpu_reserved_peak_bytes": "GPU reserved peak",
+    "gpu_nvml_used_peak_bytes": "GPU peak (NVML)",
+    "host_rss_peak_bytes": "host RSS peak",
+    "tokens_per_s": "tokens/s",
+    "eval_ppl": "eval perplexity",
+    "eval_loss": "eval loss",
+}
 
 
 def _load(runs_dir: Path, runs: list[str]) -> dict[str, dict | None]:
@@ -64,25 +77,61 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
     usable.update({r: summaries[r] for r in claim["against"] if r not in oom_refs})
     if why := _unavailable(usable):
         return "N/A", why, {}
-    numbers, failures = {}, []
+    numbers, failures, undecided = {}, [], []
     for metric in claim["metrics"]:
         mine = summaries[claim["run"]].get(metric)
         for other in claim["against"]:
+            key = f"{metric}: {claim['run']} / {other}"
             if other in oom_refs:
-                numbers[f"{metric}: {claim['run']} / {other}"] = {claim["run"]: mine, other: "oom"}
+                numbers[key] = {claim["run"]: mine, other: "oom"}
+                continue
+            if metric in SPEED_METRICS:
+                judged = speed.judge_at_most(
+                    speed.steady_rates(runs_dir / claim["run"]), speed.steady_rates(runs_dir / other), claim["factor"]
+                )
+                if "ratio" not in judged:
+                    undecided.append(f"{LABELS[metric]} of {claim['run']} and {other}: {judged['why']}")
+                    continue
+                low, high = judged["low"], judged["high"]
+                numbers[key] = {
+                    f"{claim['run']} median": statistics.median(speed.steady_rates(runs_dir / claim["run"])),
+                    f"{other} median": statistics.median(speed.steady_rates(runs_dir / other)),
+                    "ratio": judged["ratio"],
+                    "95% interval": f"{low:.3f}–{high:.3f}",
+                    "steps": judged["n"],
+                }
+                said = f"{LABELS[metric]} of {claim['run']} is {judged['ratio']:.2f}x {other}'s"
+                said += f" (95% interval {low:.2f}–{high:.2f})"
+                if judged["verdict"] == "FAIL":
+                    failures.append(said)
+                elif judged["verdict"] == "undecided":
+                    undecided.append(said)
                 continue
             ref = summaries[other].get(metric)
             if mine is None or ref is None:
-                return "N/A", f"{metric} was not recorded for {claim['run']} or {other}", numbers
+                return "N/A", f"{LABELS.get(metric, metric)} was not recorded for {claim['run']} or {other}", numbers
             ratio = mine / ref if ref else float("inf")
-            numbers[f"{metric}: {claim['run']} / {other}"] = {claim["run"]: mine, other: ref, "ratio": ratio}
+            numbers[key] = {claim["run"]: mine, other: ref, "ratio": ratio}
             if ratio > claim["factor"]:
-                failures.append(f"{metric} of {claim['run']} is {ratio:.2f}x {other}'s")
+                failures.append(f"{LABELS.get(metric, metric)} of {claim['run']} is {ratio:.2f}x {other}'s")
     limit = f"at most {claim['factor']}x"
     if failures:
         return "FAIL", f"needs {limit}; " + "; ".join(failures), numbers
+    if undecided:
+        return (
+            "N/A",
+            f"needs {limit} beyond the spread of the steps (first {speed.WARMUP_STEPS} left out), and "
+            + "; ".join(undecided)
+            + ": inside the measured spread, so neither PASS nor FAIL",
+            numbers,
+        )
     oom_note = f" ({', '.join(oom_refs)} ran out of accelerator memory)" if oom_refs else ""
-    return "PASS", f"every ratio is {limit}{oom_note}", numbers
+    spread_note = (
+        f"; speed beyond the 95% interval of the steps (first {speed.WARMUP_STEPS} left out)"
+        if SPEED_METRICS & set(claim["metrics"])
+        else ""
+    )
+    return "PASS", f"every ratio is {limit}{oom_note}{spread_note}", numbers
 
 
 def no_transfer(run: str, summaries: dict[str, dict]) -> str | None:
@@ -161,8 +210,9 @@ def check_below_base(claim: dict, runs_dir: Path, base: dict | None, all_runs: l
     numbers = {"base": base[metric], **{r: s[metric] for r, s in summaries.items()}}
     worse = [r for r, s in summaries.items() if not s[metric] < base[metric]]
     if worse:
-        return "FAIL", f"{metric} not below the base model's ({base[metric]:.4g}) for {', '.join(worse)}", numbers
-    return "PASS", f"every run's {metric} is below the base model's ({base[metric]:.4g})", numbers
+        label = LABELS.get(metric, metric)
+        return "FAIL", f"{label} not below the base model's ({base[metric]:.4g}) for {', '.join(worse)}", numbers
+    return "PASS", f"every run's {LABELS.get(metric, metric)} is below the base model's ({base[metric]:.4g})", numbers
 
 
 def check_twins_agree(claim: dict, runs_dir: Path, all_runs: list[str], tolerance: dict | None) -> tuple:
