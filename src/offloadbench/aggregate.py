@@ -61,6 +61,8 @@ COLUMNS = {
     "GPU reserved peak (GiB)": ("gpu_reserved_peak_bytes", 1 / GIB, 2),
     "GPU NVML peak (GiB)": ("gpu_nvml_used_peak_bytes", 1 / GIB, 2),
     "host RSS peak (GiB)": ("host_rss_peak_bytes", 1 / GIB, 2),
+    # What the run added to the Python/torch runtime measured before the model loaded.
+    "host above baseline (GiB)": ("host_rss_above_baseline_bytes", 1 / GIB, 2),
     "NVMe written (GiB)": ("nvme_bytes_written", 1 / GIB, 2),
     "tokens/s": ("tokens_per_s", 1, 0),
     "step time (s)": (lambda s: s["train_step_s"], 1, 3),
@@ -146,6 +148,7 @@ RELATIVE = {
     "GPU alloc peak": ("GPU alloc peak (GiB)", "saving"),
     "GPU NVML peak": ("GPU NVML peak (GiB)", "saving"),
     "host RSS peak": ("host RSS peak (GiB)", "saving"),
+    "host above baseline": ("host above baseline (GiB)", "saving"),
     "tokens/s": ("tokens/s", "slowdown"),
     "eval loss": ("eval loss", "ratio"),
 }
@@ -220,6 +223,7 @@ GROUPS = {
         "GPU reserved peak (GiB)",
         "GPU NVML peak (GiB)",
         "host RSS peak (GiB)",
+        "host above baseline (GiB)",
         "NVMe written (GiB)",
         "checkpoint (MiB)",
     ],

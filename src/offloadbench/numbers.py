@@ -28,6 +28,7 @@ RUN_NUMBERS = {
     "GPU alloc peak (GiB)": ("GpuPeakGiB", "{:.2f}"),
     "GPU NVML peak (GiB)": ("GpuNvmlPeakGiB", "{:.2f}"),
     "host RSS peak (GiB)": ("HostPeakGiB", "{:.2f}"),
+    "host above baseline (GiB)": ("HostAboveBaselineGiB", "{:.2f}"),
     "tokens/s": ("TokensPerS", "{:,.0f}"),
     "eval ppl": ("EvalPpl", "{:.1f}"),
     "eval gain": ("EvalGain", "{:.4f}"),

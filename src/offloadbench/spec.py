@@ -27,8 +27,18 @@ def config_spec(spec: dict) -> dict:
 
 
 def scratch_config(config: dict, size: str = "base") -> dict:
-    """model.scratch with the overrides of a model size (base = the profile's own model)."""
-    return {**config["model"]["scratch"], **(config["model"].get("sizes", {}).get(size) or {})}
+    """model.scratch with the overrides of a model size (base = the profile's own model): the
+    LlamaConfig fields only (a size's pretrain_steps is not one)."""
+    fields = {**config["model"]["scratch"], **(config["model"].get("sizes", {}).get(size) or {})}
+    fields.pop("pretrain_steps", None)
+    return fields
+
+
+def pretrain_steps(config: dict, size: str = "base") -> int:
+    """How long a scratch model of this size is pretrained (0: its runs start from the initialised model)."""
+    return (config["model"].get("sizes", {}).get(size) or {}).get(
+        "pretrain_steps", config["model"]["pretrain"]["steps"]
+    )
 
 
 def model_name(config: dict, size: str = "base") -> str:
@@ -105,16 +115,18 @@ def pretrain_spec(config: dict, name: str | None = None) -> dict:
     pre = config["model"]["pretrain"]
     ds = pre["dataset"]
     name = name or config["model"]["name"]
+    sizes = {model_name(config, size): size for size in config["model"].get("sizes", {})}
+    steps = pretrain_steps(config, sizes.get(name, "base"))
     training = {
-        "max_steps": pre["steps"],
+        "max_steps": steps,
         "micro_batch_size": pre["micro_batch_size"],
         "gradient_accumulation_steps": 1,
         "learning_rate": pre["learning_rate"],
         "lr_scheduler": "cosine",
-        "warmup_steps": max(1, pre["steps"] // 10),
+        "warmup_steps": max(1, steps // 10),
         "weight_decay": 0.0,
-        "save_steps": pre["steps"],
-        "logging_steps": max(1, pre["steps"] // 20),
+        "save_steps": max(1, steps),
+        "logging_steps": max(1, steps // 20),
         "dtype": "auto",
         "gradient_checkpointing": False,
         "optimizer": "adamw_torch",
@@ -147,6 +159,8 @@ def model_ref(config: dict, size: str = "base") -> dict:
     if model["source"] == "hub":
         return {"path": model["hub"]["id"], "revision": model["hub"]["revision"], "name": model["name"]}
     name = model_name(config, size)
+    if pretrain_steps(config, size) == 0:  # fine-tuned as initialised (a memory-scale size)
+        return {"path": f"results/models/{name}-init", "revision": None, "name": f"{name}-init"}
     return {"path": f"results/models/{name}", "revision": None, "name": name}
 
 

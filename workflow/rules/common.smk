@@ -88,9 +88,14 @@ def base_model_input():
 
 
 def run_model_config(wildcards):
-    """The model folder whose config.json the memory model reads (scratch); hub configs come from
-    the cache the training job filled."""
-    return {"model": run_spec(config, wildcards.run)["model"]["path"]} if SCRATCH else {}
+    """The model folder whose config.json the memory model reads (scratch; hub configs come from
+    the cache the training job filled) and the run's DeepSpeed config file, so that editing it
+    re-resolves and retrains the run."""
+    spec = run_spec(config, wildcards.run)
+    inputs = {"model": spec["model"]["path"]} if SCRATCH else {}
+    if spec["deepspeed"]:
+        inputs["deepspeed"] = spec["deepspeed"]
+    return inputs
 
 
 def run_inputs(wildcards):

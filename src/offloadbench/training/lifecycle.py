@@ -95,6 +95,7 @@ MEASURED = (
     "train_batch_size",
     "host_rss_baseline_bytes",
     "host_rss_peak_bytes",
+    "host_rss_above_baseline_bytes",
     "gpu_allocated_peak_bytes",
     "gpu_reserved_peak_bytes",
     "gpu_nvml_used_peak_bytes",

@@ -138,6 +138,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         train_batch_size=train_batch_size(trainer, tr, world_size),
         host_rss_baseline_bytes=host_rss_baseline,
         host_rss_peak_bytes=sampler.host_rss_peak,
+        host_rss_above_baseline_bytes=sampler.host_rss_peak - host_rss_baseline,
         **gpu_peaks(),
         gpu_nvml_used_peak_bytes=sampler.nvml_used_peak,
         **recorder.load_peaks,
