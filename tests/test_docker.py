@@ -405,3 +405,26 @@ def test_entrypoint_hands_a_mounted_token_file_to_huggingface_hub(tmp_path):
     # An explicit HF_TOKEN wins; the file is then not pointed to.
     proc = run_entrypoint(tmp_path, "sh", "-c", 'echo "[$HF_TOKEN_PATH]"', env={**env, "HF_TOKEN": FAKE_TOKEN})
     assert proc.stdout == "[]\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# make docker-test (tools/docker_test.sh): the real build and run, by hand (too heavy for CI)
+
+DOCKER_TEST = REPO / "tools" / "docker_test.sh"
+
+
+def test_make_docker_test_builds_this_dockerfile_on_another_base_and_stays_out_of_ci():
+    script = DOCKER_TEST.read_text()
+    assert script.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in script
+    assert subprocess.run(["bash", "-n", str(DOCKER_TEST)]).returncode == 0
+    assert re.search(r"(?m)^docker-test:\n\tbash tools/docker_test.sh$", (REPO / "Makefile").read_text())
+    assert "docker-test" not in (REPO / ".ci" / "run").read_text()
+    # The same Dockerfile (no -f), its base swapped through the build argument.
+    build = script[script.index("docker build") : script.index('-t "$IMAGE_TAG" .')]
+    assert '--build-arg "BASE_IMAGE=$BASE_TAG"' in build and " -f " not in build and "--file" not in build
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT"):
+        assert f'--build-arg "{name}=' in script, name
+    # The run as the docs tell reviewers (--gpus all aside: the test machine has no GPU).
+    assert 'docker run --rm --ipc=host -v "$PWD/results:/work/results" "$IMAGE_TAG" snakemake --cores all' in script
+    docs = (REPO / "docs" / "docker.md").read_text()
+    assert 'docker run --gpus all --ipc=host -v "$PWD/results:/work/results" offloadbench snakemake --cores all' in docs
