@@ -304,6 +304,10 @@ try:
 except OSError as e:
     print(f"FAIL no comparison: {e}")
     sys.exit()
+same = data.get("data") or {}
+if same.get("differences"):
+    print("FAIL not judged, the data are not the reference's: " + "; ".join(same["differences"][:3]))
+    sys.exit()
 rows = data.get("rows", [])
 for r in rows:
     if "deviation" in r and r["deviation"] is None:
@@ -325,7 +329,7 @@ if bad:
 elif not judged or not data.get("available", True):
     print(f"FAIL no metric compared ({detail})")
 else:
-    print(f"PASS {detail}")
+    print(f"PASS {detail}" + ("; data hashes identical to the reference's" if same.get("identical") else ""))
 EOF
     )
     check "compare: within the reference" "${verdict%% *}" "${verdict#* }"
