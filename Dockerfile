@@ -98,9 +98,9 @@ assert acc == 'cuda' and ops['cpu_adam'] and ops['async_io'], (acc, ops); print(
 
 # The CPU accelerator's variants of the same ops (cpu_adam, shm_comm, async_io), for containers
 # started without a GPU: built by the project's own step (`make setup` runs it too) into
-# /opt/venv/torch_extensions. Only the three modules it needs are copied first, so that editing the
-# rest of src/ does not rebuild the ops.
-COPY --chown=${USER_UID}:${USER_GID} src/offloadbench/__init__.py src/offloadbench/env.py src/offloadbench/ops.py ./src/offloadbench/
+# /opt/venv/torch_extensions. Only the modules it imports are copied first (tests/test_docker.py
+# checks the list), so that editing the rest of src/ does not rebuild the ops.
+COPY --chown=${USER_UID}:${USER_GID} src/offloadbench/__init__.py src/offloadbench/env.py src/offloadbench/errors.py src/offloadbench/ops.py ./src/offloadbench/
 RUN DS_ACCELERATOR=cpu PYTHONPATH=/work/src python -m offloadbench.ops
 
 # The project, editable as in `make setup` (offloadbench.config finds configs/ and workflow/ beside src/).

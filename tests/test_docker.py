@@ -4,6 +4,7 @@ which runs under bash here."""
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import json
 import os
@@ -178,6 +179,27 @@ def test_deepspeed_ops_are_prebuilt_for_ampere_and_hopper(parser):
     # Built only where the base has nvcc (the CUDA image); elsewhere the build log says it is skipped.
     assert step.startswith("if ! command -v nvcc >/dev/null; then") and "skipped: no nvcc" in step
     assert any("python -m offloadbench.ops" in r for r in runs), "the CPU variants too (no-GPU containers)"
+
+
+def test_the_ops_step_has_every_module_that_offloadbench_ops_imports(parser):
+    """The ops are built before the rest of src/ is copied: the modules copied for that step must
+    import nothing else of the package (a missing errors.py broke the first real build)."""
+    copies = [c.split() for c in instructions(parser, "COPY")]
+    step = next(c for c in copies if "src/offloadbench/ops.py" in c)
+    copied = {Path(w).stem for w in step if w.startswith("src/offloadbench/")}
+    needed, todo = set(), ["ops", "__init__"]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        tree = ast.parse((REPO / "src" / "offloadbench" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("offloadbench."):
+                todo.append(node.module.split(".")[1])
+    assert needed <= copied, f"COPY for the ops step lacks {sorted(needed - copied)}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,8 +242,8 @@ else
         else
             check "CUDA ops prebuilt (nvcc in base)" FAIL "no 'prebuilt:' line in the build log"
         fi
-    elif grep -q "offloadbench: skipped: no nvcc" "$WORK/build.log"; then
-        check "CUDA-only step skipped, logged" PASS "build log: $(grep -m1 -o 'offloadbench: skipped: no nvcc[^;]*' "$WORK/build.log")"
+    elif grep -q "^offloadbench: skipped: no nvcc" "$WORK/build.log"; then # the step's output, not its echo
+        check "CUDA-only step skipped, logged" PASS "build log: $(grep -m1 -o '^offloadbench: skipped: no nvcc[^;]*' "$WORK/build.log")"
     else
         check "CUDA-only step skipped, logged" FAIL "the build log does not say the CUDA ops step was skipped"
     fi
