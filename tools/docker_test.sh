@@ -27,7 +27,8 @@
 # and exits 0 only if every check passed. Too heavy for CI (~25 min on 2 cores cold): not in .ci/run.
 #
 # Environment: BASE_TAG, IMAGE_TAG, DEBIAN_MIRROR, DOCKER_TEST_SUMMARY, OFFLOADBENCH_TEST_UID (the
-# reviewer's uid when run as root), DOCKER_TEST_KEEP=1 (keep the temporary folder).
+# reviewer's uid when run as root), DOCKER_TEST_KEEP=1 (keep the temporary folder),
+# DOCKER_TEST_NO_CACHE=1 (build every layer anew, for a cold build time; the base stays cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -216,7 +217,9 @@ DIRTY=$(git status --porcelain 2>/dev/null | grep -v '^?? results/' | head -1 ||
 log "docker build (log: $WORK/build.log)"
 t0=$(seconds)
 set +e
-nice -n 5 docker build --network host \
+cache_args=()
+if [ "${DOCKER_TEST_NO_CACHE:-0}" = 1 ]; then cache_args=(--no-cache); fi
+nice -n 5 docker build --network host "${cache_args[@]}" \
     --build-arg "BASE_IMAGE=$BASE_TAG" \
     --build-arg "GIT_COMMIT=$GIT_COMMIT" \
     --build-arg "PIP_FIND_LINKS=${PIPARG[find-links]}" \
