@@ -2,8 +2,8 @@
 # offloadbench: the workflow in a CUDA image.
 #
 #   docker build -t offloadbench .
-#   docker run --gpus all --ipc=host -v "$PWD/results:/work/results" offloadbench snakemake --cores all
-#   docker run --gpus all --ipc=host -e HF_TOKEN -v "$PWD/results:/work/results" -v offloadbench-hf:/cache/huggingface \
+#   docker run --gpus all --ipc=host --ulimit memlock=-1 -v "$PWD/results:/work/results" offloadbench snakemake --cores all
+#   docker run --gpus all --ipc=host --ulimit memlock=-1 -e HF_TOKEN -v "$PWD/results:/work/results" -v offloadbench-hf:/cache/huggingface \
 #       offloadbench snakemake --cores all --configfile configs/paper.yaml
 #
 # The Hugging Face token (paper profile) is given at run time only, as above or as a file mounted at

@@ -447,6 +447,17 @@ def test_make_docker_test_builds_this_dockerfile_on_another_base_and_stays_out_o
     for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT"):
         assert f'--build-arg "{name}=' in script, name
     # The run as the docs tell reviewers (--gpus all aside: the test machine has no GPU).
-    assert 'docker run --rm --ipc=host -v "$PWD/results:/work/results" "$IMAGE_TAG" snakemake --cores all' in script
+    run = 'docker run --rm --ipc=host "${memlock_args[@]}" -v "$PWD/results:/work/results" "$IMAGE_TAG" '
+    run += "snakemake --cores all"
+    assert run in script and "memlock_args=(--ulimit memlock=-1)" in script
     docs = (REPO / "docs" / "docker.md").read_text()
-    assert 'docker run --gpus all --ipc=host -v "$PWD/results:/work/results" offloadbench snakemake --cores all' in docs
+    readme_run = "docker run --gpus all --ipc=host --ulimit memlock=-1 -v "
+    assert readme_run + '"$PWD/results:/work/results" offloadbench snakemake --cores all' in docs
+
+
+def test_entrypoint_hints_when_locked_memory_is_limited(tmp_path):
+    # DeepSpeed's async_io mlocks its NVMe buffers: Docker's default limit aborted the NVMe run.
+    script = f"ulimit -S -l 64 && exec bash {ENTRYPOINT} true"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "locked memory is limited to 64 KiB" in proc.stderr and "--ulimit memlock=-1" in proc.stderr

@@ -16,7 +16,7 @@
 #    the build and passed as the Dockerfile's PIP_* build arguments; remote ones are passed as they
 #    are. The CUDA-only step (DeepSpeed's CUDA ops) skips itself: no nvcc in this base.
 # 4. The default profile runs in a fresh temporary folder exactly as the README says, as the
-#    image's non-root user: docker run --ipc=host -v "$PWD/results:/work/results" IMAGE snakemake --cores all
+#    image's non-root user: docker run --ipc=host --ulimit memlock=-1 -v "$PWD/results:/work/results" IMAGE snakemake --cores all
 #    (--gpus all is left out: no GPU and no NVIDIA Container Toolkit here).
 # 5. Checks: every output on the host belongs to the invoking user (run as root: uid 1000, the
 #    image's default user, stands in for the reviewer), Snakemake has nothing left to do, the
@@ -42,8 +42,8 @@ export DOCKER_BUILDKIT=0 # the classic builder: BuildKit needs the buildx plugin
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/offloadbench-docker-test.XXXXXX")
 chmod 0755 "$WORK"
-STARTED_DOCKERD="" HTTP_PID=""
-declare -a CHECKS=()
+STARTED_DOCKERD="" HTTP_PID="" MEMLOCK_NOTE=""
+declare -a CHECKS=() memlock_args=()
 FAILED=0
 
 log() { printf '[docker-test %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -262,10 +262,18 @@ if [ "$build_rc" = 0 ]; then
     mkdir -p "$run_dir/results"
     chown "$REVIEWER_UID:$REVIEWER_GID" "$run_dir/results" 2>/dev/null || as_root chown "$REVIEWER_UID:$REVIEWER_GID" "$run_dir/results"
     cd "$run_dir"
+    # NVMe offload mlocks its buffers: --ulimit memlock=-1 as the docs say, where the daemon may
+    # raise the limit (a dockerd without CAP_SYS_RESOURCE, as in some sandboxes, may not).
+    memlock_args=(--ulimit memlock=-1)
+    if ! docker run --rm --network none "${memlock_args[@]}" "$IMAGE_TAG" true >/dev/null 2>&1; then
+        memlock_args=()
+        MEMLOCK_NOTE="this daemon refuses --ulimit memlock=-1; locked memory stays $(docker run --rm --network none --entrypoint bash "$IMAGE_TAG" -c 'ulimit -l') KiB, so the NVMe offload run is expected to abort"
+        log "warning: $MEMLOCK_NOTE"
+    fi
     log "docker run --ipc=host -v \"\$PWD/results:/work/results\" $IMAGE_TAG snakemake --cores all (in $run_dir; log: $WORK/run.log)"
     t0=$(seconds)
     set +e
-    docker run --rm --ipc=host -v "$PWD/results:/work/results" "$IMAGE_TAG" snakemake --cores all >"$WORK/run.log" 2>&1
+    docker run --rm --ipc=host "${memlock_args[@]}" -v "$PWD/results:/work/results" "$IMAGE_TAG" snakemake --cores all >"$WORK/run.log" 2>&1
     run_rc=$?
     set -e
     t_run=$(elapsed "$t0" "$(seconds)")
@@ -375,7 +383,7 @@ EOF
         check "runs as the non-root user" FAIL "uid '$user', want $REVIEWER_UID"
     fi
     versions=$(docker run --rm --network none "$IMAGE_TAG" python -c \
-        'import platform, torch, deepspeed; print(f"Python {platform.python_version()}, torch {torch.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null || echo "?")
+        'import platform, torch, deepspeed; print(f"Python {platform.python_version()}, torch {torch.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null | tail -1 || echo "?")
     cd "$REPO"
 fi
 
@@ -390,8 +398,9 @@ fi
     echo "pip sources:  PyPI + $PIP_SOURCES"
     echo "image build:  $(human "$t_build") ($t_build s; $cached_steps of $total_steps steps from cache)"
     echo "image size:   $(MiB "$IMAGE_SIZE") ($IMAGE_TAG${versions:+; $versions})"
-    echo "default run:  $(human "$t_run") ($t_run s), docker run --ipc=host -v \"\$PWD/results:/work/results\" $IMAGE_TAG snakemake --cores all"
+    echo "default run:  $(human "$t_run") ($t_run s), docker run --ipc=host ${memlock_args[*]:-} -v \"\$PWD/results:/work/results\" $IMAGE_TAG snakemake --cores all"
     echo "reviewer:     uid $REVIEWER_UID:$REVIEWER_GID ($REVIEWER_NOTE)"
+    if [ -n "$MEMLOCK_NOTE" ]; then echo "memlock:      $MEMLOCK_NOTE"; fi
     echo "checks:"
     for c in "${CHECKS[@]}"; do echo "  $c"; done
     if [ "$FAILED" = 0 ]; then echo "result:       all ${#CHECKS[@]} checks passed"; else echo "result:       FAILED"; fi
