@@ -14,7 +14,7 @@ CORES ?= all
 SRC := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))src
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint setup libaio dry-run clean-results
+.PHONY: run test lint setup libaio dry-run clean-results docker-test
 
 setup: $(STAMP)
 
@@ -55,3 +55,8 @@ test: lint
 # user's own files in results/, results/reference/ and the folders named as nvme_dir stay.
 clean-results:
 	PYTHONPATH=$(SRC) $(PYTHON) -m offloadbench.owned results
+
+# Builds the Dockerfile for real on a Debian base made with debootstrap (no GPU, no Docker Hub) and
+# runs the default profile in the image as the README tells reviewers; needs root. Too heavy for CI.
+docker-test:
+	bash tools/docker_test.sh

@@ -2,7 +2,7 @@
 # Entrypoint of the offloadbench image: a few hints on stderr, then the command given runs as is
 # (exec: its exit status is the container's, and signals reach it).
 #
-#   docker run --gpus all --ipc=host -v "$PWD/results:/work/results" offloadbench snakemake --cores all
+#   docker run --gpus all --ipc=host --ulimit memlock=-1 -v "$PWD/results:/work/results" offloadbench snakemake --cores all
 #
 # - No GPU visible: say so. The default profile still runs on the CPU; the paper profile
 #   (configs/paper.yaml) and benchmarks/gpu_check.py need a CUDA GPU.
@@ -11,6 +11,7 @@
 #   `-v "$HOME/.cache/huggingface/token:/run/secrets/hf_token:ro"`) is handed to huggingface_hub as
 #   HF_TOKEN_PATH. The token's value is never read, expanded or printed here.
 # - A small /dev/shm (Docker's default is 64 MiB): suggest --ipc=host.
+# - A small locked-memory limit (ulimit -l): suggest --ulimit memlock=-1 (NVMe offload pins buffers).
 # - results/ not writable by this user: say how to fix it.
 # - results/reference/ missing (results/ mounted from outside a clone): copied from the image.
 set -euo pipefail
@@ -29,6 +30,14 @@ shm_kib="$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $2 }' || true)"
 if [ -n "$shm_kib" ] && [ "$shm_kib" -lt 1048576 ]; then
     echo "offloadbench: /dev/shm holds only $((shm_kib / 1024)) MiB: add --ipc=host (or --shm-size=8g) to docker run" \
         "for pinned host memory and multi-process runs." >&2
+fi
+
+# Locked memory: DeepSpeed's async_io pins its NVMe buffers with mlock, and a container's default
+# limit (often 8 MiB or 64 KiB) makes the NVMe offload run abort (make docker-test saw it).
+memlock_kib="$(ulimit -l 2>/dev/null || true)"
+if [ -n "$memlock_kib" ] && [ "$memlock_kib" != unlimited ] && [ "$memlock_kib" -lt 1048576 ]; then
+    echo "offloadbench: locked memory is limited to ${memlock_kib} KiB (ulimit -l): add --ulimit memlock=-1 to docker run," \
+        "or NVMe offload runs abort when DeepSpeed pins their buffers." >&2
 fi
 
 token_file="${OFFLOADBENCH_TOKEN_FILE:-/run/secrets/hf_token}"
