@@ -16,7 +16,13 @@ from offloadbench.spec import run_spec
 
 
 def test_cli_writes_json_that_validates(config, tiny, tmp_path):
-    spec = spec_for(config, "zero3_offload_nvme")
+    # The settings of the base-model NVMe run whose bytes written are the measurement below (40
+    # steps of 4 x 2 blocks, a checkpoint every 20); the default profile now runs it at memory scale.
+    spec = spec_for(
+        config, "zero3_offload_nvme", max_steps=40, micro_batch_size=4, gradient_accumulation_steps=2, save_steps=20
+    )
+    spec["training"]["eval_max_blocks"] = None
+    spec["model_size"] = "base"
     (tmp_path / "config.json").write_text(json.dumps(tiny))
     summary = {
         "device": "cpu",
