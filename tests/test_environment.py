@@ -71,9 +71,11 @@ def test_libaio_for_nvme_offload(env):
 def test_one_python_for_conda_docker_the_lock_and_the_references(env):
     conda_python = conda_deps(env)["python"]
     assert conda_python and re.fullmatch(r"3\.11\.\d+", conda_python), "an exact 3.11 release"
-    docker_python = DockerfileParser(path=str(REPO / "Dockerfile")).args["PYTHON_VERSION"]
-    assert conda_python == docker_python
-    # the reference results were recorded with this Python (its stdlib is the offline corpus)
+    # The image uses its base's own Python (apt): the corpus is shipped text (offloadbench.corpora),
+    # the same on every Python, so no particular release has to be built from source.
+    dockerfile = DockerfileParser(path=str(REPO / "Dockerfile"))
+    assert "PYTHON_VERSION" not in dockerfile.args and "python3-venv" in dockerfile.content
+    # the reference results were recorded with this Python
     recorded = {
         json.loads(p.read_text()).get("versions", {}).get("python")
         for p in (REPO / "results" / "reference").rglob("*.json")

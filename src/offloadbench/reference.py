@@ -40,7 +40,6 @@ METRICS = {
     "eval loss": "loss",
     "eval gain": "gain",
     "host RSS peak (GiB)": "memory",
-    "host above baseline (GiB)": "memory",
     "GPU alloc peak (GiB)": "memory",
     "GPU reserved peak (GiB)": "memory",
     "GPU NVML peak (GiB)": "memory",
