@@ -81,17 +81,9 @@ def test_compare_without_a_reference_says_so(tmp_path):
 
 
 def test_record_then_compare_round_trip(tmp_path):
-    results = tmp_path / "results"
-    (results / "tables").mkdir(parents=True)
-    (results / "runs" / "full").mkdir(parents=True)
-    pd.DataFrame([row("full")]).to_csv(results / "tables" / "comparison.csv", index=False)
-    for name in ("tables/comparison.md", "tables/comparison.tex", "tables/memory.csv", "claims.md"):
-        (results / name).write_text("x\n")
-    (results / "claims.json").write_text("{}")
-    summary = {"hardware": {"cpu": "AMD EPYC", "cores": 2, "gpu": None}, "versions": {"torch": "2.13.0"}}
-    (results / "runs" / "full" / "summary.json").write_text(json.dumps({**summary, "git_commit": "abc"}))
-    dest = record("tiny", "make run", results, tmp_path / "reference")
+    results, dest = recorded_reference(tmp_path, with_data=False)
     prov = json.loads((dest / "provenance.json").read_text())
+    assert "data" not in prov, "no data folders: no data hashes recorded"
     assert prov["command"] == "make run" and prov["hardware"]["cpu"] == "AMD EPYC" and prov["git_commit"] == "abc"
     out = tmp_path / "compare" / "reference.json"
     result = run_compare(results / "tables" / "comparison.csv", dest, TOL, out)
@@ -118,7 +110,8 @@ def data_manifest(folder, name="pydoc-topics", text="t" * 64, blocks="b" * 64):
     return folder
 
 
-def recorded_reference(tmp_path):
+def recorded_reference(tmp_path, with_data=True):
+    """A finished run's results folder (one run, `full`) recorded as the reference of profile tiny."""
     results = tmp_path / "results"
     (results / "tables").mkdir(parents=True)
     (results / "runs" / "full").mkdir(parents=True)
@@ -128,7 +121,8 @@ def recorded_reference(tmp_path):
     (results / "claims.json").write_text("{}")
     summary = {"hardware": {"cpu": "AMD EPYC", "cores": 2, "gpu": None}, "versions": {}, "git_commit": "abc"}
     (results / "runs" / "full" / "summary.json").write_text(json.dumps(summary))
-    data_manifest(results / "data" / "pydoc-topics")
+    if with_data:
+        data_manifest(results / "data" / "pydoc-topics")
     return results, record("tiny", "make run", results, tmp_path / "reference")
 
 

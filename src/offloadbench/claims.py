@@ -87,16 +87,18 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
                 numbers[key] = {claim["run"]: mine, other: "oom"}
                 continue
             if metric in SPEED_METRICS:
-                judged = speed.judge_at_most(
-                    speed.steady_rates(runs_dir / claim["run"]), speed.steady_rates(runs_dir / other), claim["factor"]
+                mine_rates, other_rates = (
+                    speed.steady_rates(runs_dir / claim["run"]),
+                    speed.steady_rates(runs_dir / other),
                 )
+                judged = speed.judge_at_most(mine_rates, other_rates, claim["factor"])
                 if "ratio" not in judged:
                     undecided.append(f"{LABELS[metric]} of {claim['run']} and {other}: {judged['why']}")
                     continue
                 low, high = judged["low"], judged["high"]
                 numbers[key] = {
-                    f"{claim['run']} median": statistics.median(speed.steady_rates(runs_dir / claim["run"])),
-                    f"{other} median": statistics.median(speed.steady_rates(runs_dir / other)),
+                    f"{claim['run']} median": statistics.median(mine_rates),
+                    f"{other} median": statistics.median(other_rates),
                     "ratio": judged["ratio"],
                     "95% interval": f"{low:.3f}–{high:.3f}",
                     "steps": judged["n"],
