@@ -95,22 +95,28 @@ SIZES = {
         "steps": 12,
         "micro_batch_size": 8,
     },
+    # The CPU harness trains the test profile's model (tests/configs/tiny.yaml), read from it.
     "tiny": {
-        "scratch": {
-            "vocab_size": 512,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 64,
-        },
-        "block_size": 64,
+        "profile": REPO / "tests" / "configs" / "tiny.yaml",
         "pretrain_steps": 20,
         "steps": 6,
         "micro_batch_size": 4,
     },
 }
+
+
+def size_for(cuda: bool) -> dict:
+    """The check's model and step counts; the CPU harness takes its model and block size from the
+    tests' profile instead of a copy of them."""
+    size = dict(SIZES["gpu" if cuda else "tiny"])
+    if "profile" in size:
+        from offloadbench.config import load_config
+
+        profile = load_config(size.pop("profile"))
+        size.update(scratch=profile["model"]["scratch"], block_size=profile["dataset"]["block_size"])
+    return size
+
+
 MODEL = "gpu-check-llama"
 # Adapters start at zero (LoRA's B): a higher rate than full fine-tuning's moves the loss within a few steps.
 LORA_LR = 3.0e-3
@@ -302,7 +308,7 @@ class Checker:
     def __init__(self, args, cuda: bool):
         self.args = args
         self.cuda = cuda
-        self.size = SIZES["gpu" if cuda else "tiny"]
+        self.size = size_for(cuda)
         self.work = args.workdir
         self.nvme_root = args.nvme_dir or (self.work / "nvme")
         self.logs = self.work / "logs"

@@ -52,7 +52,7 @@ def test_help_shows_how_to_run_it():
 @pytest.mark.parametrize("size", ["gpu", "tiny"])
 def test_its_config_is_valid_for_the_project(gpu_check, tmp_path, size, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = gpu_check.gpu_check_config(gpu_check.SIZES[size], tmp_path / "nvme")
+    config = gpu_check.gpu_check_config(gpu_check.size_for(size == "gpu"), tmp_path / "nvme")
     assert schema_errors(config) == []
     check_config(config, root=tmp_path)
     names = [r["name"] for r in config["runs"]]
@@ -63,7 +63,7 @@ def test_its_config_is_valid_for_the_project(gpu_check, tmp_path, size, monkeypa
 
 def test_it_runs_the_paths_the_issue_names(gpu_check, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = gpu_check.gpu_check_config(gpu_check.SIZES["gpu"], tmp_path / "nvme")
+    config = gpu_check.gpu_check_config(gpu_check.size_for(True), tmp_path / "nvme")
     specs = {name: run_spec(config, name) for name in gpu_check.RUNS}
     for name, spec in specs.items():
         check_run(spec, name)
@@ -81,7 +81,7 @@ def test_it_runs_the_paths_the_issue_names(gpu_check, tmp_path, monkeypatch):
 
 def test_jobs_are_launched_like_the_train_rule(gpu_check, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = gpu_check.gpu_check_config(gpu_check.SIZES["gpu"], tmp_path / "nvme")
+    config = gpu_check.gpu_check_config(gpu_check.size_for(True), tmp_path / "nvme")
     model = Path(run_spec(config, "qlora_paged")["model"]["path"])  # the config the resolve step reads
     model.mkdir(parents=True)
     (model / "config.json").write_text(json.dumps({"model_type": "llama", **config["model"]["scratch"]}))
