@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from offloadbench import speed  # noqa: E402
 from offloadbench.config import load_config  # noqa: E402
 from offloadbench.env import cpu_model, prepare_process, versions  # noqa: E402
 from offloadbench.launch import train_argv  # noqa: E402
@@ -125,11 +127,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world-sizes", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--run", default="zero3_offload_cpu", help="a run of configs/config.yaml")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per world size; the fastest is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating runs per world size (at least 3)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the run's max_steps)")
     parser.add_argument("--results", type=Path, default=REPO / "results", help="the workflow's results folder")
     parser.add_argument("--out", type=Path, default=None, help="also write everything as JSON here")
     args = parser.parse_args()
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3: fewer give no spread")
     prepare_process()
     config = load_config()
     spec = run_spec(config, args.run)
@@ -141,18 +145,32 @@ def main() -> int:
     spec["model"] = {**spec["model"], "path": str(model_dir)}
     if args.steps:
         spec["training"] = {**spec["training"], "max_steps": args.steps, "save_steps": args.steps}
+    # Alternating world sizes (1, 2, 1, 2, ...), so that a slow minute of the machine hits both.
+    runs = {ws: [] for ws in args.world_sizes}
+    for _ in range(args.repeats):
+        for ws in args.world_sizes:
+            runs[ws].append(measure(spec, data_dir, ws))
     rows = []
-    for ws in args.world_sizes:
-        # Best of --repeats: on a shared machine the slowest runs measure the neighbours.
-        row = max((measure(spec, data_dir, ws) for _ in range(args.repeats)), key=lambda r: r["tokens_per_s"])
+    for ws, measured in runs.items():
+        rates = [r["tokens_per_s"] for r in measured]
+        # The run of median throughput stands for the world size (its memory too), with the spread.
+        row = sorted(measured, key=lambda r: r["tokens_per_s"])[len(measured) // 2]
+        row = {**row, "tokens_per_s_repeats": rates, "tokens_per_s_median": statistics.median(rates)}
+        first = runs[args.world_sizes[0]]
+        ratio, low, high = speed.ratio_interval(rates, [r["tokens_per_s"] for r in first])
+        row["speedup_vs_first"] = {"ratio": ratio, "low": low, "high": high}
         rows.append(row)
         per_proc = ", ".join(
             f"rank {r['rank']}: peak {r['host_rss_peak_bytes'] / 2**20:.0f} MiB"
             f" (+{r['host_rss_above_baseline_bytes'] / 2**20:.0f} over baseline)"
             for r in row["ranks"]
         )
+        up = row["speedup_vs_first"]
         print(
-            f"world size {ws}: {row['tokens_per_s']:7.0f} tok/s ({row['tokens_per_s_per_process']:.0f} per process,"
+            f"world size {ws}: median {row['tokens_per_s_median']:7.0f} tok/s [{min(row['tokens_per_s_repeats']):.0f}-"
+            f"{max(row['tokens_per_s_repeats']):.0f} over {args.repeats}], x{up['ratio']:.2f} world size"
+            f" {args.world_sizes[0]} (95% {up['low']:.2f}-{up['high']:.2f});"
+            f" median run {row['tokens_per_s']:.0f} tok/s ({row['tokens_per_s_per_process']:.0f} per process,"
             f" batch {row['train_batch_size']}, {row['threads_per_process']} threads each); {per_proc}",
             flush=True,
         )
