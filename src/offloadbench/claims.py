@@ -5,7 +5,9 @@
 
 Each claim gets PASS, FAIL or N/A and the numbers it used (workflow/schemas/claims.schema.json);
 results/claims.md says the same for a reader. N/A is for claims these runs cannot test: accelerator
-memory on runs without an accelerator, runs the profile does not have, runs that failed.
+memory on runs without an accelerator, runs the profile does not have, runs that failed. With
+--predict, each claim also gets the verdict the memory model predicts for a GPU profile
+(offloadbench.prediction), labelled as a prediction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .claims_file import load_claims
 from .io import write_json, write_text
 from .memory.counting import load_model_config
 from .memory.predict import predict
+from .prediction import predict_claims
 from .spec import load_spec
 from .twins import compare_twins
 
@@ -195,9 +198,14 @@ def check_oom_vs_ok(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
         return "N/A", why, numbers
     numbers.update({r: s["status"] for r, s in summaries.items()})
     mine = summaries[claim["run"]]["status"]
+    host = [r for r in claim["against"] if summaries[r]["status"] == "host_oom"]
+    if host and mine == "ok":  # the machine's host memory stopped it first: the card was not tested
+        why = f"{', '.join(host)} ran out of host memory, not accelerator memory; {predicted}"
+        return "N/A", why, numbers
     ooms = [r for r in claim["against"] if summaries[r]["status"] == "oom"]
     if mine == "ok" and len(ooms) == len(claim["against"]):
-        return "PASS", f"{claim['run']} finished while {', '.join(ooms)} ran out of memory; {predicted}", numbers
+        why = f"{claim['run']} finished while {', '.join(ooms)} ran out of accelerator memory; {predicted}"
+        return "PASS", why, numbers
     statuses = ", ".join(f"{r}: {numbers[r]}" for r in claim["against"])
     return "FAIL", f"{claim['run']}: {mine}; {statuses}; {predicted}", numbers
 
@@ -299,10 +307,23 @@ def check_claims(
     return results
 
 
-def to_markdown(profile: str, results: list[dict]) -> str:
-    lines = [f"# Claims ({profile} profile)", "", "| claim | verdict | statement | why |", "|---|---|---|---|"]
+def _predicted_cell(r: dict) -> str:
+    p = r.get("predicted")
+    if not p:
+        return "–"
+    return f"{p['verdict']}: {p['reason']}" if p["verdict"] else p["reason"]
+
+
+def to_markdown(profile: str, results: list[dict], predicted_for: str | None = None) -> str:
+    head = "| claim | verdict | statement | why |"
+    if predicted_for:
+        head += " predicted on a GPU |"
+    lines = [f"# Claims ({profile} profile)", "", head, "|---" * head.count(" |") + "|"]
     for r in results:
-        lines.append(f"| {r['id']} | **{r['verdict']}** | {r['statement']} | {r['reason']} |")
+        row = f"| {r['id']} | **{r['verdict']}** | {r['statement']} | {r['reason']} |"
+        lines.append(row + (f" {_predicted_cell(r)} |" if predicted_for else ""))
+    if predicted_for:
+        lines += ["", f"Predicted on a GPU: the verdict for the {predicted_for} (not a measurement)."]
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +355,7 @@ def _numbers_html(numbers: dict) -> str:
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def to_html(profile: str, results: list[dict]) -> str:
+def to_html(profile: str, results: list[dict], predicted_for: str | None = None) -> str:
     """The reviewer's page: each claim, its verdict, why, and the numbers it used."""
     counts = {v: sum(r["verdict"] == v for r in results) for v in ("PASS", "FAIL", "N/A")}
     body = [
@@ -349,7 +370,14 @@ def to_html(profile: str, results: list[dict]) -> str:
         body.append(
             f'<h2>{r["id"]}: <span class="{cls}">{r["verdict"]}</span></h2>'
             f"<p><b>Claim.</b> {html.escape(r['statement'])}<br><b>Why.</b> {html.escape(r['reason'])}<br>"
-            f"<b>Runs.</b> {html.escape(', '.join(r['runs']))}</p>"
+            f"<b>Runs.</b> {html.escape(', '.join(r['runs']))}"
+            + (
+                f"<br><b>Predicted on a GPU</b> (the {html.escape(predicted_for)}; not a measurement). "
+                f"{html.escape(_predicted_cell(r))}"
+                if predicted_for
+                else ""
+            )
+            + "</p>"
         )
         if r["numbers"]:
             body.append(_numbers_html(r["numbers"]))
@@ -364,15 +392,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", required=True)
     parser.add_argument("--runs", nargs="+", required=True, help="every run of the profile")
     parser.add_argument("--twin-tolerance", default=None, help='config key twins.tolerance as JSON: {"fp32": ..}')
+    parser.add_argument(
+        "--predict",
+        nargs=2,
+        metavar=("PROFILE", "MODEL_CONFIG"),
+        help="config key prediction: beside each verdict, the memory model's for this GPU profile",
+    )
     parser.add_argument("--out", type=Path, required=True, help="claims.json; claims.md is written beside it")
     args = parser.parse_args(argv)
     base = json.loads(args.base.read_text()) if args.base.is_file() else None
     tolerance = load_spec(args.twin_tolerance) if args.twin_tolerance else None
-    results = check_claims(load_claims(args.claims), args.runs_dir, base, args.runs, tolerance)
-    write_json(args.out, {"profile": args.profile, "claims": results})
-    markdown = to_markdown(args.profile, results)
+    claims = load_claims(args.claims)
+    results = check_claims(claims, args.runs_dir, base, args.runs, tolerance)
+    predicted_for = None
+    if args.predict:
+        predicted = predict_claims(claims, *args.predict, labels=LABELS)
+        predicted_for = predicted["for"]
+        for r in results:
+            r["predicted"] = predicted["claims"][r["id"]]
+    write_json(args.out, {"profile": args.profile, "predicted_for": predicted_for, "claims": results})
+    markdown = to_markdown(args.profile, results, predicted_for)
     write_text(args.out.with_suffix(".md"), markdown)
-    write_text(args.out.with_suffix(".html"), to_html(args.profile, results))
+    write_text(args.out.with_suffix(".html"), to_html(args.profile, results, predicted_for))
     print(markdown, file=sys.stderr)
     return 0
 

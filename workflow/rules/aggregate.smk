@@ -42,6 +42,7 @@ rule claims:
         metrics=expand("results/runs/{run}/metrics.jsonl", run=RUNS),
         base="results/eval/base.json",
         claims=CLAIMS,
+        predict=PREDICTION,
     output:
         json="results/claims.json",
         md="results/claims.md",
@@ -54,9 +55,10 @@ rule claims:
         profile=config["profile"],
         runs=" ".join(CLAIM_RUNS),
         twins=as_arg(config["twins"]["tolerance"]),
+        predict=lambda w, input: f"--predict {input.predict[0]} {input.predict[1]}" if input.predict else "",
     shell:
         "python -m offloadbench.claims --claims {input.claims} --runs-dir results/runs --base {input.base}"
-        " --profile {params.profile} --runs {params.runs} --twin-tolerance {params.twins:q}"
+        " --profile {params.profile} --runs {params.runs} --twin-tolerance {params.twins:q} {params.predict}"
         " --out {output.json} > {log} 2>&1"
 
 

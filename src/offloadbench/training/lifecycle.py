@@ -144,22 +144,26 @@ def summary_record(spec: dict, **fields) -> dict:
     }
 
 
-def is_out_of_memory(err: BaseException) -> bool:
+def out_of_memory(err: BaseException) -> str | None:
+    """Which memory ran out: "oom" for the accelerator's (torch.OutOfMemoryError, CUDA's message),
+    "host_oom" for host memory (MemoryError, the CPU allocator, pinned host buffers), None when the
+    error is not about memory. The claims read "oom" as "needs more than the accelerator has", so a
+    host that ran out must never be recorded as it."""
     text = str(err).lower()
-    return (
-        isinstance(err, (torch.OutOfMemoryError, MemoryError))
-        or "out of memory" in text
-        or "can't allocate memory" in text
-    )
+    if isinstance(err, torch.OutOfMemoryError) or "cuda out of memory" in text or "cuda error: out of memory" in text:
+        return "oom"
+    if isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text:
+        return "host_oom"
+    return None
 
 
 def record_failure(spec: dict, out: Path, err: BaseException, wall_s: float) -> dict:
-    """A run that failed while training: summary.json says so (status oom or failed, and the
-    error), so the tables show the row instead of dropping it and the workflow goes on."""
+    """A run that failed while training: summary.json says so (status oom, host_oom or failed, and
+    the error), so the tables show the row instead of dropping it and the workflow goes on."""
     device, dtype_name = choose_dtype(spec["training"]["dtype"])
     summary = summary_record(
         config_spec(spec),
-        status="oom" if is_out_of_memory(err) else "failed",
+        status=out_of_memory(err) or "failed",
         error=f"{type(err).__name__}: {' '.join(str(err).split())}"[:1000],
         offload=offload_label(spec, spec.get("deepspeed_config")),
         device=device,
