@@ -71,7 +71,9 @@ def test_paper_like_gpu_results_pass_every_claim_but_c5_for_the_oom_run(tmp_path
         "C4": "PASS",
         "C5": "N/A",
         "C6": "N/A",
+        "C7": "N/A",
     }
+    assert "no results for qlora_mem, lora_mem" in results["C7"]["reason"], "the paper profile has no memory-scale pair"
     assert "full (oom)" in results["C5"]["reason"]
     assert "full (oom)" in results["C6"]["reason"], "a run that did not finish cannot be compared with a twin"
     c1 = results["C1"]["numbers"]
@@ -187,3 +189,29 @@ def test_c3_on_a_model_that_fits_anyway_says_there_is_nothing_to_rescue(tmp_path
     (c3,) = check_claims([BY_ID["C3"]], runs, BASE, RUNS)
     assert c3["verdict"] == "N/A"
     assert "ran on the CPU" in c3["reason"] and "full already fits 80 GiB" in c3["reason"]
+
+
+@pytest.mark.parametrize(("qlora_mib", "verdict"), [(120, "PASS"), (300, "FAIL")])
+def test_c7_compares_what_the_4bit_and_the_fp32_base_add_to_the_runtime(tmp_path, qlora_mib, verdict):
+    """On a CPU the memory-scale pair's weights live in host memory: 103 M fp32 parameters are ~400
+    MiB above the runtime; their NF4 copy ~120 MiB. A QLoRA that kept an unquantized base would add
+    about as much as LoRA and FAIL; the raw peaks (runtime included) are not what is compared."""
+    cpu = {"device": "cpu", "gpu_allocated_peak_bytes": None}
+    write_run(tmp_path, "lora_mem", method="lora", host_rss_peak_bytes=900 * 2**20,
+              host_rss_above_baseline_bytes=400 * 2**20, **cpu)  # fmt: skip
+    write_run(tmp_path, "qlora_mem", method="qlora", host_rss_peak_bytes=(500 + qlora_mib) * 2**20,
+              host_rss_above_baseline_bytes=qlora_mib * 2**20, **cpu)  # fmt: skip
+    (got,) = check_claims([BY_ID["C7"]], tmp_path, BASE, ["lora_mem", "qlora_mem"])
+    assert got["verdict"] == verdict, got["reason"]
+    assert got["numbers"]["host_rss_above_baseline_bytes: qlora_mem / lora_mem"]["ratio"] == pytest.approx(
+        qlora_mib / 400
+    )
+
+
+def test_a_host_that_ran_out_of_memory_is_not_an_accelerator_oom(tmp_path):
+    """C3 PASSes on full's accelerator OOM; the same run stopped by host memory tested no card (N/A),
+    and C1 no longer counts it as "needed more than the accelerator has"."""
+    results = verdicts(gpu_runs(tmp_path, full={"status": "host_oom"}))
+    assert results["C3"]["verdict"] == "N/A" and "ran out of host memory" in results["C3"]["reason"]
+    assert results["C1"]["verdict"] == "N/A" and "full (host_oom)" in results["C1"]["reason"]
+    assert verdicts(gpu_runs(tmp_path / "gpu"))["C3"]["verdict"] == "PASS"

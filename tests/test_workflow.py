@@ -42,6 +42,10 @@ SAME_AS = {
     "qlora_act_offload": "qlora",
     "qlora_offload": "qlora",
     "qlora_zero3": "qlora",
+    # The default profile's memory-scale pair: model size mem is null in the tiny profile, so they
+    # train the test model exactly as lora and qlora do.
+    "lora_mem": "lora",
+    "qlora_mem": "qlora",
 }
 
 
@@ -130,6 +134,8 @@ def test_offload_is_recorded_as_configured(tiny_workflow):
         "zero3": "none",
         "zero3_offload_cpu": "params:cpu+optimizer:cpu",
         "zero3_offload_nvme": "params:nvme+optimizer:nvme",
+        "lora_mem": "none",
+        "qlora_mem": "none",
     }
     assert {run: summary(tiny_workflow, run)["offload"] for run in RUNS} == expected
     assert "not supported on CPU" in summary(tiny_workflow, "qlora_paged")["optimizer_fallback"]
@@ -342,12 +348,17 @@ def test_a_run_that_fails_is_recorded_and_the_job_succeeds(tiny_workflow, tmp_pa
 
 
 def test_out_of_memory_errors_are_told_apart():
-    from offloadbench.training.lifecycle import is_out_of_memory
+    """An accelerator OOM (what C1 and C3 read as "needs more than the card has") and a host that ran
+    out are different statuses; anything else is a failure."""
+    from offloadbench.training.lifecycle import out_of_memory
 
-    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate"))
-    assert is_out_of_memory(MemoryError())
-    assert not is_out_of_memory(ValueError("shape mismatch"))
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")) == "oom"
+    assert out_of_memory(RuntimeError("CUDA error: out of memory")) == "oom"
+    host = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GiB")
+    assert out_of_memory(host) == "host_oom"
+    assert out_of_memory(MemoryError()) == "host_oom"
+    assert out_of_memory(RuntimeError("pin_memory: out of memory")) == "host_oom"
+    assert out_of_memory(ValueError("shape mismatch")) is None
 
 
 def wait_for(path: Path, proc, timeout_s: float = 300) -> None:

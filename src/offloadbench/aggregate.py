@@ -121,7 +121,9 @@ def comparison(
             rows.append({"run": run, "status": "missing"})
             continue
         loss = summary.get("eval_loss")
-        summary["eval_gain"] = base_eval_loss - loss if base_eval_loss is not None and loss is not None else None
+        # The base model's eval loss is that of the base size: a run of another size has no gain.
+        own_base = (summary.get("spec") or {}).get("model_size", "base") == "base"
+        summary["eval_gain"] = base_eval_loss - loss if own_base and None not in (base_eval_loss, loss) else None
         row = {col: _value(summary, key, scale) for col, (key, scale, _) in COLUMNS.items()}
         steps = spread(steady_rates(runs_dir / run))
         row["tokens/s median"] = steps["median"]
@@ -154,10 +156,21 @@ RELATIVE = {
 }
 
 
+def against(table: pd.DataFrame, baseline: str) -> pd.Series:
+    """The run each row is compared with: the baseline for runs of its model size; for a run of
+    another size (a memory-scale run), the first run of that size, since dividing the memory of a
+    103 M-parameter model by a 2 M-parameter one's says nothing."""
+    sizes = table.set_index("run")["model size"]
+    first = {size: run for run, size in reversed(list(sizes.items()))}
+    return table["run"].map(lambda run: baseline if sizes[run] == sizes[baseline] else first[sizes[run]])
+
+
 def relative(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Each run against the baseline: memory saving x (>1 = less memory), slowdown x (>1 = slower)."""
-    base = table.set_index("run").loc[baseline]
-    out = pd.DataFrame({"run": table["run"], "method": table["method"], "offload": table["offload"]})
+    """Each run against the baseline of its model size (:func:`against`): memory saving x (>1 =
+    less memory), slowdown x (>1 = slower)."""
+    refs = against(table, baseline)
+    base = table.set_index("run").loc[refs].reset_index(drop=True)
+    out = pd.DataFrame({"run": table["run"], "against": refs, "method": table["method"], "offload": table["offload"]})
     for name, (col, kind) in RELATIVE.items():
         mine, ref = pd.to_numeric(table[col], errors="coerce"), pd.to_numeric(base[col], errors="coerce")
         if kind == "saving":
@@ -239,7 +252,7 @@ PAPER = ["run", "GPU alloc peak (GiB)", "host RSS peak (GiB)", "tokens/s", "eval
 
 # The relative table's own groups (its columns are not the comparison table's).
 RELATIVE_GROUPS = {
-    "Setup": ["method", "offload", "status"],
+    "Setup": ["against", "method", "offload", "status"],
     "Memory": [f"{name} saving (x)" for name, (_, kind) in RELATIVE.items() if kind == "saving"],
     "Speed": ["slowdown (x)"],
     "Quality": ["eval loss (x baseline)"],
@@ -377,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     write_tables(
         rel,
         args.out / "relative",
-        f"Each run relative to {spec['baseline_run']} ({spec['profile']} profile).",
+        f"Each run relative to {spec['baseline_run']}, or a run of another model size to the first run of"
+        f" that size (column against; {spec['profile']} profile).",
         RELATIVE_GROUPS,
     )
     write_text(args.out / "provenance.html", provenance_page(spec["runs"], args.runs_dir, spec["profile"]))

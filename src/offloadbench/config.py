@@ -16,7 +16,7 @@ from . import dsconfig, owned
 from .claims_file import load_claims
 from .errors import ConfigError, PreflightError
 from .io import read_yaml
-from .spec import REPO, datasets, repo_path, run_spec, scratch_config
+from .spec import REPO, datasets, repo_path, run_size, run_spec, scratch_config
 
 SCHEMA_DIR = REPO / "workflow" / "schemas"
 DEFAULT_CONFIG = REPO / "configs" / "config.yaml"
@@ -125,6 +125,8 @@ def check_config(config: dict, root: str | Path = ".") -> None:
         qlora = any(r["method"] == "qlora" for r in config["runs"])
         check_scratch(model["scratch"], "model.scratch", qlora)
         for size, overrides in model.get("sizes", {}).items():
+            if overrides is None:  # this profile trains the base model for runs of that size
+                continue
             _need("vocab_size" not in overrides, f"model.sizes.{size}.vocab_size", "every size shares the tokenizer")
             check_scratch(scratch_config(config, size), f"model.sizes.{size}", qlora)
         sc = model["scratch"]
@@ -136,7 +138,7 @@ def check_config(config: dict, root: str | Path = ".") -> None:
                 f"(model.scratch.max_position_embeddings={sc['max_position_embeddings']})",
             )
     for i, run in enumerate(config["runs"]):
-        size = run.get("model_size", "base")
+        size = run_size(config, run)
         _need(
             size == "base" or (model["source"] == "scratch" and size in model.get("sizes", {})),
             f"runs[{i}] ({run['name']}).model_size",
@@ -163,6 +165,8 @@ def check_config(config: dict, root: str | Path = ".") -> None:
         if spec.get("nvme_dir"):
             check_nvme_dir(spec, f"runs[{i}] ({run['name']}).nvme_dir", root)
     load_claims(repo_path(config["claims"]))
+    for key, path in (config.get("prediction") or {}).items():
+        _need(Path(repo_path(path)).is_file(), f"prediction.{key}", f"file {repo_path(path)} does not exist")
 
 
 def check_scratch(sc: dict, key: str, qlora: bool) -> None:

@@ -26,12 +26,31 @@ def config_spec(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k not in RESOLVED_KEYS}
 
 
+# Keys of a model.sizes entry that are not LlamaConfig fields.
+SIZE_KEYS = ("pretrain_steps", "training")
+
+
 def scratch_config(config: dict, size: str = "base") -> dict:
     """model.scratch with the overrides of a model size (base = the profile's own model): the
-    LlamaConfig fields only (a size's pretrain_steps is not one)."""
+    LlamaConfig fields only (a size's pretrain_steps and training are not)."""
     fields = {**config["model"]["scratch"], **(config["model"].get("sizes", {}).get(size) or {})}
-    fields.pop("pretrain_steps", None)
+    for key in SIZE_KEYS:
+        fields.pop(key, None)
     return fields
+
+
+def run_size(config: dict, run: dict) -> str:
+    """The model size a run entry trains: its model_size, or base where the profile sets that
+    size to null (a profile too small for a separate memory scale, such as the tests' tiny one)."""
+    size = run.get("model_size", "base")
+    if size != "base" and size in config["model"].get("sizes", {}) and config["model"]["sizes"][size] is None:
+        return "base"
+    return size
+
+
+def size_training(config: dict, size: str) -> dict:
+    """The training overrides of a model size (a memory-scale size measures in a few steps)."""
+    return (config["model"].get("sizes", {}).get(size) or {}).get("training") or {}
 
 
 def pretrain_steps(config: dict, size: str = "base") -> int:
@@ -49,7 +68,7 @@ def models(config: dict) -> dict[str, dict]:
     """Every scratch model the profile builds: name -> LlamaConfig fields (base first)."""
     if config["model"]["source"] != "scratch":
         return {}
-    sizes = ["base", *sorted({r["model_size"] for r in config["runs"] if r.get("model_size", "base") != "base"})]
+    sizes = ["base", *sorted({run_size(config, r) for r in config["runs"]} - {"base"})]
     return {model_name(config, size): scratch_config(config, size) for size in sizes}
 
 
@@ -89,7 +108,9 @@ def run_spec(config: dict, name: str) -> dict:
 
 
 def _spec(config: dict, run: dict) -> dict:
-    """A job's spec from a run entry (the shape of `runs:` items) and the profile's defaults."""
+    """A job's spec from a run entry (the shape of `runs:` items) and the profile's defaults:
+    training = the defaults, then the model size's training overrides, then the run's own."""
+    size = run_size(config, run)
     return {
         "run": run["name"],
         "method": run["method"],
@@ -98,13 +119,13 @@ def _spec(config: dict, run: dict) -> dict:
         "world_size": run.get("world_size", 1),
         "num_nodes": run.get("num_nodes", 1),
         "seed": config["seed"],
-        "training": _resolve(config["training"], run.get("training")),
+        "training": {**config["training"], **size_training(config, size), **(run.get("training") or {})},
         "lora": _resolve(config["lora"], run.get("lora")),
         "quantization": _resolve(config["quantization"], run.get("quantization")),
-        "model": model_ref(config, run.get("model_size", "base")),
+        "model": model_ref(config, size),
         "dataset": run_dataset(config, run)["name"],
         "trust_remote_code": config["model"]["trust_remote_code"],
-        "model_size": run.get("model_size", "base"),
+        "model_size": size,
         "block_size": run_dataset(config, run)["block_size"],
     }
 
