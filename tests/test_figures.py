@@ -374,8 +374,8 @@ def test_memory_rows_per_model_size_without_empty_panels(tmp_path):
     write(runs_dir, "zero3_offload_nvme", nvme, metrics(3, gpu=False))
     fig = figures.memory_figure(figures.load_runs(runs_dir, ["lora", "zero3", "zero3_offload_nvme"]))
     assert [ax.get_gid() for ax in fig.axes] == ["memory-host-base", "memory-host-mem", "memory-nvme-mem"]
-    assert fig.axes[0].get_ylabel() == "base model (1.84M params)"
-    assert fig.axes[1].get_ylabel() == "mem size (103M params)"
+    assert fig.axes[0].get_ylabel() == "base model\n(1.84M params)"
+    assert fig.axes[1].get_ylabel() == "mem size\n(103M params)"
     assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["zero3", "zero3_offload_nvme"]
     assert [p.get_width() for p in bars(fig.axes[2], "measured-nvme")] == pytest.approx([5])
     plt.close(fig)

@@ -300,7 +300,7 @@ def memory_figure(entries: list[dict]) -> Figure:
         if len(rows) > 1:
             params = next((e["summary"].get("params_total") for e in group if e["summary"]), None)
             label = "base model" if name == "base" else f"{name} size"
-            first.set_ylabel(f"{label} ({params / 1e6:.3g}M params)" if params else label)
+            first.set_ylabel(f"{label}\n({params / 1e6:.3g}M params)" if params else label)  # two lines: a short row
     fig.align_ylabels([axes[f"{locs[0]}:{r}"] for r, (_, _, locs) in enumerate(rows)])
     locations = [w for w in ("gpu", "host", "nvme") if any(w in locs for _, _, locs in rows)]
     parts = [(f"predicted: {c}", PART_STYLE[c]) for c in STACKED if stacked]
