@@ -105,8 +105,10 @@ rule compare_reference:
 rule figures:
     input:
         summaries=expand("results/runs/{run}/summary.json", run=RUNS),
+        metrics=expand("results/runs/{run}/metrics.jsonl", run=RUNS),
         memory=expand("results/memory/{run}.json", run=RUNS),
         base="results/eval/base.json",
+        claims=CLAIMS,
     output:
         loss=report("results/figures/loss_curves.png", caption="../report/loss_curves.rst", category="3 Figures"),
         memory=report("results/figures/memory.png", caption="../report/memory_figure.rst", category="3 Figures"),
@@ -123,4 +125,4 @@ rule figures:
         out=lambda w, output: os.path.dirname(output.loss),
     shell:
         "python -m offloadbench.figures --runs-dir results/runs --runs {params.runs} {params.sweep}"
-        " --base {input.base} --memory-dir results/memory --out {params.out} > {log} 2>&1"
+        " --base {input.base} --memory-dir results/memory --claims {input.claims} --out {params.out} > {log} 2>&1"
