@@ -63,6 +63,8 @@ COLUMNS = {
     "host RSS peak (GiB)": ("host_rss_peak_bytes", 1 / GIB, 2),
     # What the run added to the Python/torch runtime measured before the model loaded.
     "host above baseline (GiB)": ("host_rss_above_baseline_bytes", 1 / GIB, 2),
+    # Loading and set-up (QLoRA's base is quantized from an unquantized copy in host memory).
+    "host load peak (GiB)": ("host_rss_load_peak_bytes", 1 / GIB, 2),
     "NVMe written (GiB)": ("nvme_bytes_written", 1 / GIB, 2),
     "tokens/s": ("tokens_per_s", 1, 0),
     "step time (s)": (lambda s: s["train_step_s"], 1, 3),
@@ -237,6 +239,7 @@ GROUPS = {
         "GPU NVML peak (GiB)",
         "host RSS peak (GiB)",
         "host above baseline (GiB)",
+        "host load peak (GiB)",
         "NVMe written (GiB)",
         "checkpoint (MiB)",
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import os
 import platform
@@ -35,14 +36,32 @@ def prepare_process() -> None:
       TORCH_EXTENSIONS_DIR says otherwise: torch's shared default cache is keyed by op name only,
       so two checkouts with their own environments would rebuild each other's ops every run.
     - Without CUDA, DeepSpeed must be told to use its CPU accelerator (it picks one at import).
+    - Host memory is measured as resident memory, so glibc must give a freed large buffer back:
+      its default mmap threshold grows to 32 MiB after the first large free, and buffers below it
+      then come from the heap, which keeps them resident after they are freed (QLoRA dequantizes
+      every 4-bit weight each step; those buffers would be counted as if held). A fixed 1 MiB
+      threshold (mallopt) hands back every buffer of 1 MiB or more when it is freed.
     """
     import torch
+
+    fixed_mmap_threshold()
 
     bin_dir = os.path.dirname(sys.executable)
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def fixed_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold (no dynamic growth); False where the C library is not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, nbytes))
 
 
 def versions() -> dict:

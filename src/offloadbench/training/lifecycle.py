@@ -102,6 +102,7 @@ MEASURED = (
     "gpu_load_allocated_peak_bytes",
     "gpu_load_reserved_peak_bytes",
     "gpu_load_nvml_used_peak_bytes",
+    "host_rss_load_peak_bytes",
     "nvme_bytes_written",
     "train_loss_final",
     "eval_loss",

@@ -76,9 +76,29 @@ def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
         if gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     model.config.use_cache = False
+    if device == "cpu" and not zero3:
+        own_memory(model)
     if spec["method"] in ("lora", "qlora"):
         model = add_adapters(model, spec, gc)
     return model
+
+
+@torch.no_grad()
+def own_memory(model) -> None:
+    """Copy the parameters and buffers that stay in host memory out of the checkpoint's memory map.
+
+    from_pretrained maps the safetensors file and hands out views of it: a frozen LoRA base is then
+    file pages (the kernel may drop and reread them), and after QLoRA's quantization the whole
+    unquantized file stays mapped and resident because its embedding still views into it. Either
+    way the host RSS measures the checkpoint file, not what the method holds. Copied, each run holds
+    its own weights in the precision its method keeps them, and the mapping goes."""
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None and p.device.type == "cpu" and not getattr(p, "quant_state", None):
+                p.data = p.data.clone()
+        for name, b in module._buffers.items():
+            if b is not None and b.device.type == "cpu":
+                module._buffers[name] = b.clone()
 
 
 def add_adapters(model, spec: dict, gradient_checkpointing: bool):

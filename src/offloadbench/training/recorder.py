@@ -1,7 +1,8 @@
 """One measurement recorder for every run: per-step metrics.jsonl and the peaks for summary.json.
 
 Host memory is the resident set of the training process plus its children's own (unique) memory,
-sampled by a thread (psutil) and floored by the kernel's own peak of this process (ru_maxrss). GPU memory comes from
+sampled by a thread (psutil) and floored by the kernel's own peak of this process (VmHWM, which
+the sampler resets through /proc/self/clear_refs when training begins). GPU memory comes from
 torch's allocator counters and, separately, from NVML: bitsandbytes' paged optimizer state is CUDA
 managed memory, which torch's counters do not see. Every rank measures its own process; rank 0
 writes the metrics and the summary, which lists each rank's peaks (:func:`gather_ranks`).
@@ -11,7 +12,9 @@ On a GPU, measured by construction (each a seam that tests/test_gpu_seams.py dri
 - each rank works on its ``LOCAL_RANK`` device (:func:`local_device`), and NVML is opened by that
   device's UUID, never by torch's index, which is another card under ``CUDA_VISIBLE_DEVICES``;
 - when training begins (model loaded, engine and optimizer set up) the peaks so far are kept as
-  the load peaks (``gpu_load_*``) and then reset, so the training peaks do not hold model loading;
+  the load peaks (``gpu_load_*``, and the host's ``host_rss_load_peak_bytes``) and then reset, so
+  the training peaks do not hold model loading (QLoRA's base passes through host memory unquantized
+  while it loads, a peak the training phase never reaches again);
 - every timed step window starts and ends with ``torch.cuda.synchronize()``, so it holds the GPU
   work of its step and nothing queued before it.
 """
@@ -81,10 +84,19 @@ class MemorySampler:
 
     def sample(self) -> None:
         rss = tree_rss(self._proc)
-        self.host_rss_peak = max(self.host_rss_peak, rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        self.host_rss_peak = max(self.host_rss_peak, rss, kernel_peak_rss())
         if self._nvml:
             nv, handle = self._nvml
             self.nvml_used_peak = max(self.nvml_used_peak or 0, nv.nvmlDeviceGetMemoryInfo(handle).used)
+
+    def restart_host_peak(self) -> int:
+        """The host peak so far; from now on the peak starts again at the current resident set
+        (the kernel's own peak too, where /proc/self/clear_refs lets it be reset)."""
+        self.sample()
+        before = self.host_rss_peak
+        reset_kernel_peak_rss()
+        self.host_rss_peak = max(tree_rss(self._proc), kernel_peak_rss())
+        return before
 
     def restart_nvml_peak(self) -> int | None:
         """The NVML peak so far; from now on the peak starts again at the current reading."""
@@ -108,6 +120,28 @@ class MemorySampler:
         if self._thread.is_alive():
             self._thread.join()
         self.sample()
+
+
+def kernel_peak_rss() -> int:
+    """This process's peak resident set as the kernel counts it (VmHWM; ru_maxrss elsewhere), which
+    catches a peak between two samples."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_kernel_peak_rss() -> bool:
+    """Reset VmHWM to the current resident set (Linux >= 4.0: ``5`` to /proc/self/clear_refs).
+    False where that is not allowed: the kernel's peak then still holds what came before."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def tree_rss(proc: psutil.Process | None = None) -> int:
@@ -191,11 +225,13 @@ def gpu_peaks() -> dict:
 
 
 def start_training_peaks(sampler: MemorySampler) -> dict:
-    """Keep the peaks of loading and set-up (``gpu_load_*``), then reset them for training."""
+    """Keep the peaks of loading and set-up (``gpu_load_*``, ``host_rss_load_peak_bytes``), then
+    reset them for training."""
     import torch
 
     load = {f"gpu_load_{k[4:]}": v for k, v in gpu_peaks().items()}
     load["gpu_load_nvml_used_peak_bytes"] = sampler.restart_nvml_peak()
+    load["host_rss_load_peak_bytes"] = sampler.restart_host_peak()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     return load
