@@ -93,7 +93,7 @@ def own_memory(model) -> None:
     way the host RSS measures the checkpoint file, not what the method holds. Copied, each run holds
     its own weights in the precision its method keeps them, and the mapping goes."""
     for module in model.modules():
-        for name, p in module._parameters.items():
+        for p in module._parameters.values():
             if p is not None and p.device.type == "cpu" and not getattr(p, "quant_state", None):
                 p.data = p.data.clone()
         for name, b in module._buffers.items():
