@@ -215,3 +215,14 @@ def test_a_host_that_ran_out_of_memory_is_not_an_accelerator_oom(tmp_path):
     assert results["C3"]["verdict"] == "N/A" and "ran out of host memory" in results["C3"]["reason"]
     assert results["C1"]["verdict"] == "N/A" and "full (host_oom)" in results["C1"]["reason"]
     assert verdicts(gpu_runs(tmp_path / "gpu"))["C3"]["verdict"] == "PASS"
+
+
+def test_c5_needs_the_drop_it_names_so_a_run_that_barely_trained_fails(tmp_path):
+    """min_drop 5%: a run 1% below the base model (LoRA on q/v at r 8 here, or a run at learning rate
+    0 plus noise) FAILs, naming its drop; each run's drop is in the numbers."""
+    results = verdicts(gpu_runs(tmp_path, lora={"eval_ppl": 19.8}, full={"status": "ok", "eval_ppl": 9.0}))
+    c5 = results["C5"]
+    assert c5["verdict"] == "FAIL" and "not at least 5% below" in c5["reason"] and "lora (1.0%)" in c5["reason"]
+    assert c5["numbers"]["lora"]["drop"] == pytest.approx(0.01)
+    ok = verdicts(gpu_runs(tmp_path / "ok", full={"status": "ok", "eval_ppl": 9.0}))["C5"]
+    assert ok["verdict"] == "PASS" and "drops 55.0% (full) to 62.5%" in ok["reason"], ok["reason"]

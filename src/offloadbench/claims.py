@@ -226,17 +226,16 @@ def check_below_base(claim: dict, runs_dir: Path, base: dict | None, all_runs: l
     ]
     summaries = {r: s for r, s in summaries.items() if r not in others}
     note = f" ({', '.join(others)}: another model size, not compared with the base model)" if others else ""
-    metric = claim["metric"]
-    numbers = {"base": base[metric], **{r: s[metric] for r, s in summaries.items()}}
-    worse = [r for r, s in summaries.items() if not s[metric] < base[metric]]
+    metric, least = claim["metric"], claim.get("min_drop", 0.0)
+    label = LABELS.get(metric, metric)
+    drops = {r: 1 - s[metric] / base[metric] for r, s in summaries.items()}
+    numbers = {"base": base[metric], **{r: {metric: s[metric], "drop": drops[r]} for r, s in summaries.items()}}
+    sizes = f"drops {min(drops.values()):.1%} ({min(drops, key=drops.get)}) to {max(drops.values()):.1%}"
+    need = f"at least {least:.0%} below" if least else "below"
+    worse = [f"{r} ({drops[r]:.1%})" for r in summaries if not (drops[r] > least if least else drops[r] > 0)]
     if worse:
-        label = LABELS.get(metric, metric)
-        return "FAIL", f"{label} not below the base model's ({base[metric]:.4g}) for {', '.join(worse)}{note}", numbers
-    return (
-        "PASS",
-        f"every run's {LABELS.get(metric, metric)} is below the base model's ({base[metric]:.4g}){note}",
-        numbers,
-    )
+        return "FAIL", f"{label} not {need} the base model's ({base[metric]:.4g}) for {', '.join(worse)}{note}", numbers
+    return "PASS", f"every run's {label} is {need} the base model's ({base[metric]:.4g}): {sizes}{note}", numbers
 
 
 def check_twins_agree(claim: dict, runs_dir: Path, all_runs: list[str], tolerance: dict | None) -> tuple:
