@@ -65,3 +65,35 @@ def test_identity_is_ticks_since_boot_and_none_for_no_such_process():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert watchdog._identity(dead.pid) is None
+
+
+PUBLISH = textwrap.dedent(
+    """
+    import sys, pathlib
+    from offloadbench.training import watchdog
+    watchdog.watch(int(sys.argv[1]), interval_s=3600)  # the thread would look only in an hour
+    input()  # the workflow is killed meanwhile (the parent closes stdin after that)
+    watchdog.stop_if_gone()
+    pathlib.Path(sys.argv[2]).write_text("summary")
+    """
+)
+
+
+@pytest.mark.parametrize("killed", [True, False])
+def test_nothing_is_published_once_the_workflow_is_gone_even_between_two_looks(tmp_path, killed):
+    """The last steps and the evaluation can end inside the watchdog's second: the run checks once
+    more right before it publishes, so a killed workflow never gets a summary it did not see."""
+    workflow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    summary = tmp_path / "summary.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    job = subprocess.Popen(
+        [sys.executable, "-c", PUBLISH, str(workflow.pid), str(summary)],
+        env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.0)  # the job is watching
+    if killed:
+        workflow.kill()
+        workflow.wait()
+    _, err = job.communicate("\n", timeout=60)
+    workflow.kill()
+    assert (job.returncode, summary.exists()) == ((143, False) if killed else (0, True)), err

@@ -31,8 +31,8 @@ STEPS = CONFIG["training"]["max_steps"]
 # reproduce QLoRA.
 PINNED = {
     "full": [7.5405, 7.1696, 7.1652, 7.0709],
-    "lora": [7.5405, 7.1696, 7.1754, 7.2792],
-    "qlora": [7.541, 7.1692, 7.1745, 7.2777],
+    "lora": [7.5405, 7.1696, 7.1623, 7.2495],
+    "qlora": [7.541, 7.1692, 7.1614, 7.2483],
 }
 SAME_AS = {
     "zero3": "full",
@@ -291,7 +291,15 @@ def test_claims_are_checked_and_gpu_claims_are_not_applicable_on_cpu(tiny_workfl
     assert verdicts["C3"]["verdict"] == "N/A"
     # No host-device copy on a CPU: the speed cost of offload is not measurable here.
     assert verdicts["C2"]["verdict"] == "N/A" and "no host-device copy" in verdicts["C2"]["reason"]
-    assert verdicts["C5"]["verdict"] == "PASS"
+    # C5 needs each run 5% below the base model's perplexity; in the tiny profile's 8 steps full
+    # fine-tuning gets there and the adapters (about 4%) do not: the verdict follows the drops.
+    base = json.loads((tiny_workflow / "results" / "eval" / "base.json").read_text())["eval_ppl"]
+    short = sorted(r for r in RUNS if summary(tiny_workflow, r)["eval_ppl"] > 0.95 * base)
+    assert short and "full" not in short
+    assert verdicts["C5"]["verdict"] == "FAIL" and all(f"{r} (" in verdicts["C5"]["reason"] for r in short)
+    assert verdicts["C5"]["numbers"]["full"]["drop"] > 0.05
+    assert verdicts["C5"]["predicted"]["verdict"] is None, "what training produces is not predicted"
+    assert verdicts["C3"]["predicted"]["verdict"] == "PASS", "the paper profile's prediction is beside it"
     # Offload keeps the math: every offload run follows its twin without offload, step by step.
     assert verdicts["C6"]["verdict"] == "PASS", verdicts["C6"]["reason"]
     assert "5 offload runs agree" in verdicts["C6"]["reason"]

@@ -32,6 +32,7 @@ from .observe import ActivationCopies, observed
 from .offload import deepspeed_config, offload_label, offload_summary, release_swap_dir
 from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, local_device, rank_entry, tree_rss
 from .trainer import capture_warnings, evaluate, make_trainer, train_batch_size, training_arguments
+from .watchdog import stop_if_gone
 from .world import world
 
 
@@ -109,8 +110,10 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     ranks = gather_ranks(rank_entry(rank, sampler, host_rss_baseline))
 
     final = save_model or out / "model"
+    stop_if_gone()  # nothing is published for a workflow that is gone
     with phase("save"):
         trainer.save_model(str(final))
+    stop_if_gone()  # the resume points below stay for a workflow that is gone
     if is_main:
         _save_tokenizer(spec, final)
         publish_metrics(out)
@@ -152,6 +155,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         rng=recorder.rng,
         ranks=ranks,
     )
+    stop_if_gone()
     if is_main:
         write_json(out / "summary.json", summary)
     return summary
