@@ -555,5 +555,6 @@ def test_killing_snakemake_leaves_no_worker_and_the_next_run_resumes(tiny_workfl
     again = subprocess.run([*cmd, target, *args, "--rerun-incomplete"], capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((work / "results" / "runs" / "zero3" / "summary.json").read_text())
-    assert resumed["status"] == "ok" and resumed["resumed_from"].endswith("checkpoint-4")
+    # The last complete checkpoint: 4, or 8 where the worker got that far inside the watchdog's second.
+    assert resumed["status"] == "ok" and resumed["resumed_from"].endswith(("checkpoint-4", "checkpoint-8"))
     assert resumed["eval_loss"] == pytest.approx(summary(tiny_workflow, "zero3")["eval_loss"], abs=1e-4)
