@@ -55,6 +55,21 @@ def rule_names() -> set[str]:
     }
 
 
+def test_only_the_jobs_that_use_every_core_go_to_the_queue():
+    """Every rule is a localrule (seconds: docs/cluster.md has the measurement) except the ones that
+    take all cores of a node (threads: all_cores()): pretraining, training and evaluation."""
+    block = re.search(r"^localrules:\n((?:    \w+,\n)+)", (REPO / "Snakefile").read_text(), re.M)
+    local = set(re.findall(r"\w+", block[1]))
+    heavy = {
+        name
+        for smk in (REPO / "workflow" / "rules").glob("*.smk")
+        for name, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)+)", smk.read_text(), re.M)
+        if "threads: all_cores()" in body
+    }
+    assert heavy == {"pretrain", "train", "evaluate_base"}
+    assert local == (rule_names() | {"all"}) - heavy
+
+
 def jobs(output: str) -> list[dict]:
     """The jobs of a dry run's log: rule, wildcards, threads and resources of each."""
     out: list[dict] = []
