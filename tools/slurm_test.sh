@@ -91,10 +91,7 @@ cleanup() {
     done
     if [ -n "${INSTALLED_CONF:-}" ]; then as_root rm -f "$INSTALLED_CONF"; fi
     for link in "${LINKS[@]}"; do as_root ip link del "$link" 2>/dev/null || true; done
-    for ns in "${NETNS[@]}"; do
-        as_root ip netns del "$ns" 2>/dev/null || true
-        as_root rm -rf "/etc/netns/$ns"
-    done
+    for ns in "${NETNS[@]}"; do as_root ip netns del "$ns" 2>/dev/null || true; done
     if [ "${SLURM_TEST_KEEP:-0}" = 1 ]; then
         log "logs and results kept in $WORK"
     else
@@ -204,9 +201,9 @@ else
             as_root ip netns exec "$ns" ip addr add "10.77.0.$n/24" dev eth0
             as_root ip netns exec "$ns" ip link set eth0 up
             as_root ip netns exec "$ns" ip link set lo up
-            as_root mkdir -p "/etc/netns/$ns"
-            printf '%s\n' "$hosts" | as_root tee "/etc/netns/$ns/hosts" >/dev/null # ip netns exec binds it
+            mkdir -p "$WORK/slurm/spool/obn$n"
         done
+        printf '%s\n' "$hosts" >"$WORK/slurm/hosts" # each node's /etc/hosts (bound in its mount namespace)
         node_mem=$((mem_mb / 2))
         slurm_conf "NodeName=obn1 NodeAddr=10.77.0.1 CPUs=1 RealMemory=$node_mem State=UNKNOWN" \
             "NodeName=obn2 NodeAddr=10.77.0.2 CPUs=1 RealMemory=$node_mem State=UNKNOWN" >"$WORK/slurm/slurm.conf"
@@ -215,6 +212,7 @@ else
         CTLD_ADDR=127.0.0.1
         slurm_conf "NodeName=$(hostname -s) NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$mem_mb State=UNKNOWN" \
             >"$WORK/slurm/slurm.conf"
+        mkdir -p "$WORK/slurm/spool/$(hostname -s)"
     fi
     # At Slurm's default path too: the plugin's job step drops SLURM_* from the environment of the
     # job's command (SLURM_CONF included), so an srun inside a job only finds the default file.
@@ -236,8 +234,10 @@ else
     wait_for 30 "slurmctld answering" scontrol ping
     if [ "$TWO_NODES" = 1 ]; then
         for n in 1 2; do
-            start_daemon "slurmd-obn$n" ip netns exec "obslurm-n$n" unshare --uts \
-                sh -c "hostname obn$n && exec slurmd -D -N obn$n -f '$SLURM_CONF'"
+            # nsenter, not ip netns exec: that one mounts a fresh /sys, without the cgroup file
+            # systems slurmd needs. Own hostname and /etc/hosts: torchrun and gloo resolve obn1/obn2.
+            start_daemon "slurmd-obn$n" nsenter --net="/run/netns/obslurm-n$n" unshare --uts --mount \
+                sh -c "mount --bind '$WORK/slurm/hosts' /etc/hosts && hostname obn$n && exec slurmd -D -N obn$n -f '$SLURM_CONF'"
         done
     else
         start_daemon slurmd slurmd -D -N "$(hostname -s)" -f "$SLURM_CONF"
