@@ -14,7 +14,7 @@ CORES ?= all
 SRC := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))src
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint setup libaio dry-run clean-results docker-test
+.PHONY: run test lint setup libaio dry-run clean-results docker-test slurm-test
 
 setup: $(STAMP)
 
@@ -60,3 +60,10 @@ clean-results:
 # runs the default profile in the image as the README tells reviewers; needs root. Too heavy for CI.
 docker-test:
 	bash tools/docker_test.sh
+
+# The tiny profile through workflow/profiles/slurm on a real Slurm (a local one from Debian's
+# slurm-wlm and munge when none answers; needs root), and locally, with the results compared
+# (docs/cluster.md). ARGS=--two-nodes: a two-node run instead. The environment is set up first only
+# when $(BIN) has no snakemake: `make slurm-test BIN=<env>/bin` uses another checkout's. Not in CI.
+slurm-test: $(if $(wildcard $(BIN)/snakemake),,$(STAMP))
+	BIN=$(BIN) bash tools/slurm_test.sh $(ARGS)

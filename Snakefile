@@ -27,10 +27,18 @@ include: "workflow/rules/memory.smk"
 include: "workflow/rules/aggregate.smk"
 
 
-# Jobs of seconds (specs, predictions, tables, claims, figures) run where Snakemake runs, never
-# through a cluster queue, whose latency would dominate them.
+# Jobs of seconds run where Snakemake runs, never through a cluster queue, whose latency (the Slurm
+# plugin polls every 40 s or more) would dominate them: the data (corpus extraction or download,
+# tokenization), the scratch model's tokenizer and initial weights, the hub access check, specs,
+# predictions, tables, claims, figures. Measured on the tiny profile (2 cores, docs/cluster.md):
+# each of these takes 0-14 s; what goes to the queue (pretrain, train, evaluate_base) uses every
+# core of a node for 30 s or more.
 localrules:
     all,
+    corpus,
+    tokenize,
+    hub_access,
+    build_model,
     resolve,
     resolve_pretrain,
     memory,

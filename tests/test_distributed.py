@@ -55,22 +55,27 @@ def test_two_machines_run_one_rendezvous_agent_per_node_through_srun():
 
 
 def test_job_resources_follow_world_size_and_nodes():
-    assert job_resources(spec(2)) == {
+    """GPU clusters (accelerator gpu); CPU-only ones: tests/test_slurm_resources.py."""
+    assert job_resources(spec(2), "gpu", 8) == {
         "gpu": 2,
         "nodes": 1,
         "gres": None,
         "tasks": None,
         "tasks_per_gpu": None,
         "mpi": None,
+        "cpus_per_gpu": 4,
+        "cpus_per_task": None,
     }
     # --gpus would count over both nodes; --ntasks-per-gpu would ask for a task per GPU.
-    assert job_resources(spec(8, 2)) == {
+    assert job_resources(spec(8, 2), "gpu", 8) == {
         "gpu": None,
         "nodes": 2,
         "gres": "gpu:4",
         "tasks": 2,
         "tasks_per_gpu": 0,
         "mpi": "srun",
+        "cpus_per_gpu": 2,
+        "cpus_per_task": None,
     }
 
 

@@ -1,7 +1,8 @@
 """The cluster profiles in workflow/profiles/: every key is one that Snakemake or the installed
-executor plugin knows, each dry-runs the default and the paper profile with the resources each
-training run needs, and the sbatch calls the Slurm plugin builds from them ask Slurm for the right
-GPUs, nodes and tasks (a stand-in sbatch records them; nothing is submitted)."""
+executor plugin knows, each dry-runs the default (CPU, accelerator none) and the paper (GPU)
+profile with the resources each training run needs, and the sbatch calls the Slurm plugin builds
+from them ask Slurm for the right GPUs or CPUs, nodes and tasks (a stand-in sbatch records them;
+nothing is submitted). tools/slurm_test.sh (make slurm-test) runs the profile on a real Slurm."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ PLUGINS = {
 # Resources Snakemake itself defines (the plugins read them too).
 CORE_RESOURCES = {"mem_mb", "mem", "disk_mb", "disk", "runtime", "tmpdir"}
 # Resources the training rules set per run (workflow/rules/train.smk), as the Slurm plugin reads them.
-RULE_RESOURCES = {"gpu", "nodes", "gres", "tasks", "tasks_per_gpu", "mpi", "cpus_per_gpu"}
+RULE_RESOURCES = {"gpu", "nodes", "gres", "tasks", "tasks_per_gpu", "mpi", "cpus_per_gpu", "cpus_per_task"}
 
 
 def profile(name: str) -> dict:
@@ -52,6 +53,21 @@ def rule_names() -> set[str]:
         for smk in (REPO / "workflow" / "rules").glob("*.smk")
         for m in re.findall(r"^rule (\w+):", smk.read_text(), re.M)
     }
+
+
+def test_only_the_jobs_that_use_every_core_go_to_the_queue():
+    """Every rule is a localrule (seconds: docs/cluster.md has the measurement) except the ones that
+    take all cores of a node (threads: all_cores()): pretraining, training and evaluation."""
+    block = re.search(r"^localrules:\n((?:    \w+,\n)+)", (REPO / "Snakefile").read_text(), re.M)
+    local = set(re.findall(r"\w+", block[1]))
+    heavy = {
+        name
+        for smk in (REPO / "workflow" / "rules").glob("*.smk")
+        for name, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)+)", smk.read_text(), re.M)
+        if "threads: all_cores()" in body
+    }
+    assert heavy == {"pretrain", "train", "evaluate_base"}
+    assert local == (rule_names() | {"all"}) - heavy
 
 
 def jobs(output: str) -> list[dict]:
@@ -103,32 +119,47 @@ def test_every_profile_key_is_a_snakemake_or_plugin_setting(name):
 
 
 @pytest.mark.parametrize("configfile", [None, PAPER], ids=["default", "paper"])
-def test_slurm_profile_dry_runs_with_gpus_memory_and_time_per_training_run(tmp_path, configfile):
+def test_slurm_profile_dry_runs_with_gpus_or_cpus_memory_and_time_per_training_run(tmp_path, configfile):
+    """The default profile (accelerator none) asks for CPUs only, the paper (gpu) for a GPU per run."""
     args = ["--configfile", str(configfile)] if configfile else []
     found = dry_run(tmp_path, PROFILES / "slurm", *args)
+    config = load_config(*([configfile] if configfile else []))
     runs = train_jobs(found)
-    assert sorted(runs) == sorted(r["name"] for r in load_config(*([configfile] if configfile else []))["runs"])
-    for run, res in runs.items():
-        assert res["gpu"] == 1 and res["nodes"] == 1, run
-        assert res["mem_mb"] == 256000 and res["runtime"] == 240 and res["cpus_per_gpu"] == 8, run
-        assert not {"gres", "tasks", "mpi"} & set(res), f"{run} runs on one machine"
+    assert sorted(runs) == sorted(r["name"] for r in config["runs"])
     evaluate = next(j["resources"] for j in found if j["rule"] == "evaluate_base")
-    assert evaluate["gpu"] == 1 and evaluate["mem_mb"] == 64000
+    for run, res in [*runs.items(), ("evaluate_base", evaluate)]:
+        assert res["nodes"] == 1, run
+        assert not {"gres", "tasks", "mpi"} & set(res), f"{run} runs on one machine"
+        if config["accelerator"] == "gpu":
+            assert res["gpu"] == 1 and res["cpus_per_gpu"] == 8 and "cpus_per_task" not in res, run
+        else:
+            assert "gpu" not in res and res["cpus_per_task"] == 8, f"{run}: the profile's cores, no GPU"
+    assert config["accelerator"] == ("gpu" if configfile else "none")
+    assert all(r["mem_mb"] == 256000 and r["runtime"] == 240 for r in runs.values())
+    assert evaluate["mem_mb"] == 64000
     assert all(j["resources"]["runtime"] >= 60 for j in found)
 
 
-def test_multi_process_runs_ask_for_their_gpus_nodes_and_tasks(tmp_path):
-    found = train_jobs(dry_run(tmp_path, PROFILES / "slurm", "--configfile", str(write_scale_config(tmp_path))))
-    assert found["ws2"]["gpu"] == 2 and found["ws2"]["nodes"] == 1
+@pytest.mark.parametrize("accelerator", ["gpu", "none"])
+def test_multi_process_runs_ask_for_their_gpus_or_cpus_nodes_and_tasks(tmp_path, accelerator):
+    config = write_scale_config(tmp_path, accelerator)
+    found = train_jobs(dry_run(tmp_path, PROFILES / "slurm", "--configfile", str(config)))
     two = found["nodes2"]
     assert "gpu" not in two, "--gpus counts over all nodes; gres is per node"
-    assert (two["nodes"], two["gres"], two["tasks"], two["tasks_per_gpu"], two["mpi"]) == (2, "gpu:4", 2, 0, "srun")
+    assert (two["nodes"], two["tasks"], two["mpi"]) == (2, 2, "srun")
+    assert found["ws2"]["nodes"] == 1
+    if accelerator == "gpu":
+        assert found["ws2"]["gpu"] == 2
+        assert (two["gres"], two["tasks_per_gpu"]) == ("gpu:4", 0)
+    else:
+        assert "gpu" not in found["ws2"] and found["ws2"]["cpus_per_task"] == 8
+        assert not {"gres", "tasks_per_gpu"} & set(two) and two["cpus_per_task"] == 8
 
 
 def test_local_runs_are_not_held_back_by_gpu_resources(tmp_path):
     """Without --resources gpu=N nothing limits GPU jobs locally; with it, a job asking for more GPUs
     than there are is cut down to what there is instead of waiting for ever."""
-    config = str(write_scale_config(tmp_path))
+    config = str(write_scale_config(tmp_path, "gpu"))
     proc = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", config)
     found = train_jobs(jobs(proc.stdout + proc.stderr))
     assert found["ws2"]["gpu"] == 2
@@ -154,19 +185,20 @@ def test_kubernetes_profile_dry_runs_with_gpus_and_memory_per_training_run(tmp_p
     args = ["--configfile", str(configfile)] if configfile else []
     found = dry_run(tmp_path / "work", copy, *args)
     runs = train_jobs(found)
-    assert runs and all(r["gpu"] == 1 and r["gpu_manufacturer"] == "nvidia" for r in runs.values())
-    assert all(r["mem_mb"] == 256000 for r in runs.values())
+    assert runs and all(r["gpu_manufacturer"] == "nvidia" and r["mem_mb"] == 256000 for r in runs.values())
+    gpus = {r.get("gpu") for r in runs.values()}
+    assert gpus == ({1} if configfile else {None}), "a GPU per run for the paper, none for the CPU profile"
 
 
-def write_scale_config(tmp_path: Path) -> Path:
-    path = tmp_path / "scale.yaml"
+def write_scale_config(tmp_path: Path, accelerator: str) -> Path:
+    path = tmp_path / f"scale-{accelerator}.yaml"
     ds = "configs/deepspeed/zero3_offload_cpu.json"
     runs = [
         {"name": "ws1", "method": "full", "deepspeed": ds},
         {"name": "ws2", "method": "full", "deepspeed": ds, "world_size": 2},
         {"name": "nodes2", "method": "full", "deepspeed": ds, "world_size": 8, "num_nodes": 2},
     ]
-    path.write_text(yaml.safe_dump({"baseline_run": "ws1", "runs": runs}))
+    path.write_text(yaml.safe_dump({"accelerator": accelerator, "baseline_run": "ws1", "runs": runs}))
     return path
 
 
@@ -180,15 +212,30 @@ FAKE_SACCT = """#!/bin/sh
 case "$*" in *--parsable2*) for i in $(seq 101 $(cat "$FAKE_SLURM/count")); do echo "$i|FAILED"; done;; esac
 """
 FAKE_SINFO = "#!/bin/sh\necho PARTITION\necho 'gpu*'\n"
+# The profile's status command (squeue, no accounting database needed) finds them failed too; the
+# plugin uses it when scontrol reports a MinJobAge that keeps finished jobs long enough.
+FAKE_SQUEUE = """#!/bin/sh
+for i in $(seq 101 $(cat "$FAKE_SLURM/count")); do echo "$i|FAILED"; done
+"""
+FAKE_SCONTROL = "#!/bin/sh\necho 'MinJobAge               = 300 sec'\n"
 
 
 @pytest.mark.slow
-def test_slurm_submissions_ask_for_gpus_nodes_and_tasks(tmp_path):
+@pytest.mark.parametrize("accelerator", ["gpu", "none"])
+def test_slurm_submissions_ask_for_gpus_or_cpus_nodes_and_tasks(tmp_path, accelerator):
     """A real (not dry) run with the profile against stand-in sbatch/sacct/sinfo: the plugin's own
-    sbatch options for one GPU, two GPUs, and two nodes x four GPUs."""
+    sbatch options for one GPU, two GPUs, and two nodes x four GPUs; on a CPU cluster (accelerator
+    none) CPUs per task, nodes and tasks, and no GPU or gres anywhere."""
     bin_dir, work = tmp_path / "bin", tmp_path / "work"
     bin_dir.mkdir()
-    for name, text in {"sbatch": FAKE_SBATCH, "sacct": FAKE_SACCT, "sinfo": FAKE_SINFO}.items():
+    fakes = {
+        "sbatch": FAKE_SBATCH,
+        "sacct": FAKE_SACCT,
+        "sinfo": FAKE_SINFO,
+        "squeue": FAKE_SQUEUE,
+        "scontrol": FAKE_SCONTROL,
+    }
+    for name, text in fakes.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     for inputs in ("results/data/pydoc-topics", "results/models/tiny-llama"):  # only the training jobs run
@@ -204,7 +251,7 @@ def test_slurm_submissions_ask_for_gpus_nodes_and_tasks(tmp_path):
     targets = [f"results/runs/{run}/summary.json" for run in ("ws1", "ws2", "nodes2")]
     cmd = [str(BIN / "snakemake"), *targets, "-s", str(REPO / "Snakefile"), "--directory", str(work)]
     cmd += ["--profile", str(PROFILES / "slurm"), "--slurm-init-seconds-before-status-checks", "1"]
-    cmd += ["--configfile", str(write_scale_config(tmp_path))]
+    cmd += ["--configfile", str(write_scale_config(tmp_path, accelerator))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "SLURM status is: 'FAILED'" in proc.stderr, proc.stderr[-3000:]
     calls = {}
@@ -213,6 +260,13 @@ def test_slurm_submissions_ask_for_gpus_nodes_and_tasks(tmp_path):
         calls[re.search(r"--comment rule_train_wildcards_(\w+)", opts)[1]] = opts.split()
         assert "--cores 8 " in line, "the profile's cores reach the job"
     assert sorted(calls) == ["nodes2", "ws1", "ws2"]
+    if accelerator == "none":
+        for run in ("ws1", "ws2"):
+            assert {"--nodes=1", "--ntasks=1", "--cpus-per-task=8", "256000", "240"} <= set(calls[run]), calls[run]
+        assert {"--nodes=2", "--ntasks=2", "--cpus-per-task=8"} <= set(calls["nodes2"]), calls["nodes2"]
+        for opts in calls.values():
+            assert not any(o.startswith(("--gpus", "--gres", "--cpus-per-gpu", "--ntasks-per-gpu")) for o in opts), opts
+        return
     for run, gpus in (("ws1", 1), ("ws2", 2)):
         assert {"--nodes=1", f"--gpus={gpus}", "--cpus-per-gpu=8", "256000", "240"} <= set(calls[run]), calls[run]
         assert not any(o.startswith(("--ntasks", "--gres")) for o in calls[run]), calls[run]

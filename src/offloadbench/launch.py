@@ -26,26 +26,55 @@ from pathlib import Path
 RDZV_PORT_BASE = 29500  # torchrun's default port; jobs sharing a first node get different ports
 
 
-def job_resources(spec: dict) -> dict:
+ACCELERATORS = ("gpu", "none")  # config key `accelerator`: what each rank gets from the executor
+
+
+def job_resources(spec: dict, accelerator: str, threads: int) -> dict:
     """The executor resources of a run's training job (None: not set), as the Slurm plugin reads
-    them: one machine asks for ``--nodes=1 --gpus=<ws>``; several for ``--nodes=N --ntasks=N
+    them, for ``accelerator`` (config key: ``gpu`` or ``none``) and the job's ``threads`` (CPUs of
+    each node of the job).
+
+    gpu: one machine asks for ``--nodes=1 --gpus=<ws>``; several for ``--nodes=N --ntasks=N
     --gres=gpu:<ws/N>`` (``--gpus`` counts over all nodes), no ``--ntasks-per-gpu`` (tasks_per_gpu
-    0), and ``mpi`` so that the plugin runs the command once instead of inside ``srun -n1``."""
+    0); ``cpus_per_gpu`` is each rank's share of ``threads`` (a profile may set it).
+    none: no GPU and no gres; ``cpus_per_task`` = ``threads`` (Slurm ``--cpus-per-task``: one task
+    per node, so each node gives the job ``threads`` CPUs, shared out over its ranks by
+    :func:`rank_threads`); several machines ask for ``--nodes=N --ntasks=N``.
+    Either way a job over several machines sets ``mpi`` so that the plugin runs the command once
+    instead of inside ``srun -n1``."""
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, not {accelerator!r}")
     ws, nodes = spec["world_size"], spec["num_nodes"]
-    if nodes == 1:
-        return {"gpu": ws, "nodes": 1, "gres": None, "tasks": None, "tasks_per_gpu": None, "mpi": None}
-    return {
-        "gpu": None,
-        "nodes": nodes,
-        "gres": f"gpu:{ws // nodes}",
-        "tasks": nodes,
-        "tasks_per_gpu": 0,
-        "mpi": "srun",
-    }
+    out = dict.fromkeys(("gpu", "gres", "tasks", "tasks_per_gpu", "mpi", "cpus_per_gpu", "cpus_per_task"))
+    out["nodes"] = nodes
+    if nodes > 1:
+        out.update(tasks=nodes, mpi="srun")
+    if accelerator == "none":
+        out["cpus_per_task"] = max(1, threads)
+    elif nodes == 1:
+        out.update(gpu=ws, cpus_per_gpu=rank_threads(spec, threads))
+    else:
+        out.update(gres=f"gpu:{ws // nodes}", tasks_per_gpu=0, cpus_per_gpu=rank_threads(spec, threads))
+    return out
 
 
 def ranks_per_node(spec: dict) -> int:
     return spec["world_size"] // spec["num_nodes"]
+
+
+def rank_threads(spec: dict, cpus: int) -> int:
+    """Threads of each rank (its OMP_NUM_THREADS): a node's ``cpus`` shared out over the run's ranks
+    on that node, at least one."""
+    return max(1, cpus // ranks_per_node(spec))
+
+
+def omp_threads(spec: dict, accelerator: str, resources: dict) -> int:
+    """Each rank's OMP_NUM_THREADS from the job's resources as the executor got them (after a
+    profile's set-resources): gpu, ``cpus_per_gpu`` (threads per GPU, one rank per GPU); none, the
+    task's ``cpus_per_task`` shared out over the ranks of a node."""
+    if accelerator == "gpu":
+        return max(1, int(resources["cpus_per_gpu"]))
+    return rank_threads(spec, int(resources["cpus_per_task"]))
 
 
 def launcher_argv(spec: dict, python: str | None = None) -> list[str]:

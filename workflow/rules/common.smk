@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 from offloadbench.config import check_config, expand_sweep, schema_errors
 from offloadbench.errors import ConfigError
-from offloadbench.launch import launcher_command
+from offloadbench.launch import job_resources, launcher_command, omp_threads
 from offloadbench.spec import (
     base_eval_spec,
     datasets,
@@ -135,6 +135,30 @@ def tokenizer_input(wildcards):
 
 def tokenizer_arg(wildcards, input):
     return input.tokenizer if SCRATCH else base_model()
+
+
+ACCELERATOR = config["accelerator"]  # gpu | none: what the cluster profiles ask for per training job
+EVAL_LAYOUT = {"world_size": 1, "num_nodes": 1}  # evaluate_base: one process on one machine
+
+
+def train_resource(name):
+    """One resource of a run's training job (offloadbench.launch.job_resources: from the run's
+    world_size and num_nodes, the config's accelerator and the job's threads)."""
+    return lambda wildcards, threads: job_resources(run_spec(config, wildcards.run), ACCELERATOR, threads)[name]
+
+
+def eval_resource(name):
+    """One resource of the base model's evaluation job (one process)."""
+    return lambda wildcards, threads: job_resources(EVAL_LAYOUT, ACCELERATOR, threads)[name]
+
+
+def train_omp_threads(wildcards, resources):
+    """Each rank's OMP_NUM_THREADS from the CPUs the job was given (after the profile's resources)."""
+    return omp_threads(run_spec(config, wildcards.run), ACCELERATOR, resources)
+
+
+def eval_omp_threads(wildcards, resources):
+    return omp_threads(EVAL_LAYOUT, ACCELERATOR, resources)
 
 
 def launcher(run):

@@ -7,19 +7,23 @@
 # A run that fails while training still ends the job successfully, with status failed or oom in
 # its summary, so the tables show it and the rest of the workflow goes on.
 #
-# Resources come from the run (world_size, num_nodes), so executors place each job right; the
-# profiles in workflow/profiles/ add what depends on the cluster (memory, time, CPUs per GPU):
-#   gpu           GPUs of a one-machine job (Slurm --gpus, Kubernetes nvidia.com/gpu). Locally it
-#                 only limits anything when given: `--resources gpu=<GPUs in the machine>`.
-#   nodes         machines (Slurm --nodes); a one-machine job says 1 so Slurm never splits its GPUs.
+# Resources come from the run (world_size, num_nodes) and the config's `accelerator` (gpu | none),
+# so executors place each job right; the profiles in workflow/profiles/ add what depends on the
+# cluster (memory, time, CPUs per GPU):
+#   gpu           GPUs of a one-machine job (accelerator gpu; Slurm --gpus, Kubernetes
+#                 nvidia.com/gpu). Locally it only limits anything when given: `--resources gpu=<GPUs>`.
+#   nodes         machines (Slurm --nodes); a one-machine job says 1 so Slurm never splits it.
 #   gres, tasks, tasks_per_gpu, mpi
-#                 runs over several machines: gpu:<per node> on each node (Slurm --gres), one task
-#                 per node (--ntasks), no --ntasks-per-gpu, and mpi marks the job as one whose shell
-#                 command starts its own srun (launch.py), so the executor does not wrap it in one.
-#   cpus_per_gpu  threads of each rank (OMP_NUM_THREADS; Slurm --cpus-per-gpu). Locally: every core
+#                 runs over several machines: gpu:<per node> on each node (Slurm --gres; gpu only),
+#                 one task per node (--ntasks), no --ntasks-per-gpu, and mpi marks the job as one
+#                 whose shell command starts its own srun (launch.py), so the executor does not wrap
+#                 it in one.
+#   cpus_per_gpu  accelerator gpu: threads of each rank (Slurm --cpus-per-gpu). Locally: every core
 #                 shared out over the ranks of the job; a profile may set it.
-# (offloadbench.launch.job_resources derives them from the run.)
-from offloadbench.launch import job_resources, ranks_per_node
+#   cpus_per_task accelerator none: the job's threads on each node (Slurm --cpus-per-task; the
+#                 job's `threads`, i.e. --cores), shared out over the ranks of a node.
+# Each rank's OMP_NUM_THREADS follows the CPUs the job got (params.omp_threads).
+# (offloadbench.launch.job_resources and omp_threads derive them; common.smk reads the config.)
 
 
 # Everything a run needs that depends on the model's shape (the DeepSpeed config with its "auto"
@@ -57,18 +61,20 @@ rule train:
         "results/logs/train/{run}.log",
     threads: all_cores()
     resources:
-        gpu=lambda w: job_resources(run_spec(config, w.run))["gpu"],
-        nodes=lambda w: job_resources(run_spec(config, w.run))["nodes"],
-        gres=lambda w: job_resources(run_spec(config, w.run))["gres"],
-        tasks=lambda w: job_resources(run_spec(config, w.run))["tasks"],
-        tasks_per_gpu=lambda w: job_resources(run_spec(config, w.run))["tasks_per_gpu"],
-        mpi=lambda w: job_resources(run_spec(config, w.run))["mpi"],
-        cpus_per_gpu=lambda w, threads: max(1, threads // ranks_per_node(run_spec(config, w.run))),
+        gpu=train_resource("gpu"),
+        nodes=train_resource("nodes"),
+        gres=train_resource("gres"),
+        tasks=train_resource("tasks"),
+        tasks_per_gpu=train_resource("tasks_per_gpu"),
+        mpi=train_resource("mpi"),
+        cpus_per_gpu=train_resource("cpus_per_gpu"),
+        cpus_per_task=train_resource("cpus_per_task"),
     params:
         launcher=lambda w: launcher(w.run),
         out=lambda w, output: os.path.dirname(output.summary),
+        omp_threads=train_omp_threads,
     shell:
-        "OMP_NUM_THREADS={resources.cpus_per_gpu} OFFLOADBENCH_WATCH_PID=$PPID {params.launcher} -m offloadbench.train"
+        "OMP_NUM_THREADS={params.omp_threads} OFFLOADBENCH_WATCH_PID=$PPID {params.launcher} -m offloadbench.train"
         " --spec {input.spec} --data {input.data} --out {params.out} > {log} 2>&1"
 
 
@@ -84,11 +90,13 @@ rule evaluate_base:
         "results/logs/evaluate_base/base.log",
     threads: all_cores()
     resources:
-        gpu=1,
-        nodes=1,
-        cpus_per_gpu=lambda w, threads: threads,
+        gpu=eval_resource("gpu"),
+        nodes=eval_resource("nodes"),
+        cpus_per_gpu=eval_resource("cpus_per_gpu"),
+        cpus_per_task=eval_resource("cpus_per_task"),
     params:
         spec=as_arg(base_eval_spec(config)),
+        omp_threads=eval_omp_threads,
     shell:
-        "OMP_NUM_THREADS={resources.cpus_per_gpu} python -m offloadbench.train --eval-only --spec {params.spec:q}"
+        "OMP_NUM_THREADS={params.omp_threads} python -m offloadbench.train --eval-only --spec {params.spec:q}"
         " --data {input.data} --out {output} > {log} 2>&1"
