@@ -81,7 +81,7 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
     usable.update({r: summaries[r] for r in claim["against"] if r not in oom_refs})
     if why := _unavailable(usable):
         return "N/A", why, {}
-    numbers, failures, undecided = {}, [], []
+    numbers, failures, undecided, passed = {}, [], [], []
     for metric in claim["metrics"]:
         mine = summaries[claim["run"]].get(metric)
         for other in claim["against"]:
@@ -112,14 +112,16 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
                     failures.append(said)
                 elif judged["verdict"] == "undecided":
                     undecided.append(said)
+                else:
+                    passed.append(said)
                 continue
             ref = summaries[other].get(metric)
             if mine is None or ref is None:
                 return "N/A", f"{LABELS.get(metric, metric)} was not recorded for {claim['run']} or {other}", numbers
             ratio = mine / ref if ref else float("inf")
             numbers[key] = {claim["run"]: mine, other: ref, "ratio": ratio}
-            if ratio > claim["factor"]:
-                failures.append(f"{LABELS.get(metric, metric)} of {claim['run']} is {ratio:.2f}x {other}'s")
+            said = f"{LABELS.get(metric, metric)} of {claim['run']} is {ratio:.2f}x {other}'s"
+            (failures if ratio > claim["factor"] else passed).append(said)
     limit = f"at most {claim['factor']}x"
     if failures:
         return "FAIL", f"needs {limit}; " + "; ".join(failures), numbers
@@ -137,7 +139,7 @@ def check_at_most(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
         if SPEED_METRICS & set(claim["metrics"])
         else ""
     )
-    return "PASS", f"every ratio is {limit}{oom_note}{spread_note}", numbers
+    return "PASS", f"every ratio is {limit}{oom_note}{spread_note}: " + "; ".join(passed), numbers
 
 
 def no_transfer(run: str, summaries: dict[str, dict]) -> str | None:
@@ -225,12 +227,13 @@ def check_below_base(claim: dict, runs_dir: Path, base: dict | None, all_runs: l
         if claim["runs"] == "all" and (s.get("spec") or {}).get("model_size", "base") != "base"
     ]
     summaries = {r: s for r, s in summaries.items() if r not in others}
-    note = f" ({', '.join(others)}: another model size, not compared with the base model)" if others else ""
+    note = f"; {', '.join(others)}: another model size, not compared with the base model" if others else ""
     metric, least = claim["metric"], claim.get("min_drop", 0.0)
     label = LABELS.get(metric, metric)
     drops = {r: 1 - s[metric] / base[metric] for r, s in summaries.items()}
     numbers = {"base": base[metric], **{r: {metric: s[metric], "drop": drops[r]} for r, s in summaries.items()}}
-    sizes = f"drops {min(drops.values()):.1%} ({min(drops, key=drops.get)}) to {max(drops.values()):.1%}"
+    low, high = min(drops, key=drops.get), max(drops, key=drops.get)
+    sizes = f"drops from {drops[low]:.1%} ({low}) to {drops[high]:.1%} ({high})"
     need = f"at least {least:.0%} below" if least else "below"
     worse = [f"{r} ({drops[r]:.1%})" for r in summaries if not (drops[r] > least if least else drops[r] > 0)]
     if worse:
