@@ -3,6 +3,7 @@ ranks per node, and compare's ratios of a measured summary.json to the predictio
 
 from __future__ import annotations
 
+import pytest
 from conftest import ATTN, LORA_TWO, MLP, N_TWO, TWO, spec_for
 
 from offloadbench.memory.counting import (
@@ -11,6 +12,14 @@ from offloadbench.memory.counting import (
     nf4_bytes_per_param,
 )
 from offloadbench.memory.predict import COMPONENTS, compare, precision, predict
+
+
+@pytest.fixture(scope="module")
+def config():
+    """The default profile with the paper's adapters (q and v at r 8), which LORA_TWO counts."""
+    from offloadbench.config import load_config
+
+    return load_config(overrides={"lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}})
 
 
 def test_cpu_run_puts_everything_in_host_memory(config):

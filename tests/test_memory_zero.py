@@ -4,18 +4,21 @@ measured, and DeepSpeed's own estimate called on the model built on the meta dev
 from __future__ import annotations
 
 import pytest
-from conftest import spec_for
+from conftest import REPO, spec_for
 
 from offloadbench.memory.predict import predict, predicted_disk_bytes
 from offloadbench.memory.zero import deepspeed_estimate
 
 
 def test_zero3_nvme_matches_the_measured_deepspeed_run(config, tiny):
-    """results/runs/zero3_offload_nvme (DeepSpeed 0.19.8, CPU, fp32): 1 049 219 072 bytes written to
-    NVMe in 40 steps."""
+    """zero3_offload_nvme on the base model, 40 steps of 4 x 2 blocks (DeepSpeed 0.19.8, CPU, fp32;
+    the default profile's run until it moved to memory scale): 1 049 219 072 bytes written to NVMe.
+    Its NVMe settings since (max_in_cpu and sub_group_size 1e7, 10 buffers) change nothing at this
+    size: 1.8 M parameters fit in max_in_cpu and in one sub-group."""
     n = 524_288 + 4 * (16_384 + 8_192 + 8_192 + 16_384 + 3 * 49_152 + 256) + 128 + 524_288
     assert n == 1_836_160
-    spec = spec_for(config, "zero3_offload_nvme")
+    base_size = {"max_steps": 40, "micro_batch_size": 4, "gradient_accumulation_steps": 2, "save_steps": 20}
+    spec = spec_for(config, "zero3_offload_nvme", **base_size)
     pred = predict(spec, tiny, 128, "cpu")
     # Per step: fp32 master, exp_avg, exp_avg_sq, and the fp32 gradients of the two partitions of
     # at least 1 MiB (embedding and lm_head, 524 288 x 4 bytes each); the parameters fit in
@@ -33,6 +36,25 @@ def test_zero3_nvme_matches_the_measured_deepspeed_run(config, tiny):
     assert disk["nvme_swap"] == nvme["total"]
     assert disk["resume_checkpoints_at_peak"] == 2  # 40 steps, a resume point every 20
     assert disk["total"] == nvme["total"] + 4 * n + 2 * (4 * n + 12 * n)
+
+
+def test_zero3_nvme_at_memory_scale_matches_the_shipped_reference_run(config):
+    """The shipped reference's zero3_offload_nvme (model.sizes.mem, 102 777 856 parameters, 7 steps,
+    results/reference/default): 14 388 088 832 bytes written to NVMe. With max_in_cpu 1e7 the
+    parameters live on NVMe, so each step writes the fp32 parameters and gradients besides the
+    optimizer's master weights and moments: 20 bytes a parameter."""
+    import pandas as pd
+
+    from offloadbench.spec import scratch_config
+
+    cfg = {"model_type": "llama", **scratch_config(config, "mem"), "tie_word_embeddings": False}
+    spec = spec_for(config, "zero3_offload_nvme")
+    assert spec["model_size"] == "mem" and spec["training"]["max_steps"] == 7
+    pred = predict(spec, cfg, 128, "cpu")
+    table = pd.read_csv(REPO / "results" / "reference" / "default" / "comparison.csv").set_index("run")
+    measured = table.loc["zero3_offload_nvme", "NVMe written (GiB)"] * 2**30
+    assert pred["nvme_written"]["total"] == pytest.approx(measured, rel=1e-3)
+    assert pred["nvme_written"]["per_step"] == pytest.approx(20 * 102_777_856, rel=1e-3)
 
 
 def test_deepspeed_estimate_arguments_and_meta_device_count(config, tiny):

@@ -84,6 +84,7 @@ rule compare_reference:
     input:
         table="results/tables/comparison.csv",
         data=expand("results/data/{dataset}", dataset=DATASETS),
+        reference=reference_files,
     output:
         json="results/compare/reference.json",
         md="results/compare/reference.md",
@@ -93,7 +94,7 @@ rule compare_reference:
     log:
         "results/logs/compare_reference/reference.log",
     params:
-        reference=os.path.join(config["reference"]["dir"], config["profile"]),
+        reference=REFERENCE,
         tolerances=as_arg(config["reference"]["tolerances"]),
     shell:
         "python -m offloadbench.reference compare --table {input.table} --reference {params.reference:q}"

@@ -48,6 +48,15 @@ CLAIM_RUNS = declared_runs(config)  # a sweep's points are not compared with the
 SWEEP_RUNS = [r for r in RUNS if r not in CLAIM_RUNS]
 SWEEP_FIGURES = ["results/figures/sweep.png", "results/figures/sweep.pdf"] if SWEEP_RUNS else []
 CLAIMS = repo_path(config["claims"])
+# The shipped reference of this profile (results/reference/<profile>/): an input of the compare
+# step where it exists, so that a re-recorded reference is compared again.
+REFERENCE = os.path.join(config["reference"]["dir"], config["profile"])
+
+
+def reference_files(wildcards):
+    return [p for p in (f"{REFERENCE}/comparison.csv", f"{REFERENCE}/provenance.json") if os.path.exists(p)]
+
+
 # The GPU profile and model config whose predicted verdicts claims.md shows beside the measured ones.
 _predict = config["prediction"] or {}
 PREDICTION = [repo_path(_predict[k]) for k in ("profile", "model_config") if k in _predict]
