@@ -432,3 +432,16 @@ def test_speed_pairs_of_the_claims_file():
     pairs = figures.speed_pairs(load_claims(REPO / "configs" / "claims.yaml"), runs)
     assert {("C2", "qlora_offload", "qlora_zero3"), ("C4", "zero3_offload_nvme", "zero3_offload_cpu")} <= set(pairs)
     assert "C1" not in {cid for cid, _, _ in pairs}, "a memory claim is no speed pair"
+
+
+def test_throughput_has_a_panel_per_model_size_with_its_own_scale(tmp_path):
+    """A 103 M-parameter run's ~50 tokens/s is a bar of its own scale, not a sliver beside ~8,000."""
+    runs_dir = tmp_path / "runs"
+    write(runs_dir, "full", summary("full", tokens_per_s=8000.0, spec={"model_size": "base"}), metrics(10))
+    write(runs_dir, "zero3", summary("zero3", tokens_per_s=50.0, spec={"model_size": "mem"}), [])
+    fig = figures.throughput_figure(figures.load_runs(runs_dir, ["full", "zero3"]))
+    base, mem = fig.axes
+    assert [t.get_text() for t in mem.get_yticklabels()] == ["zero3"]
+    assert bars(mem, "throughput")[0].get_width() == pytest.approx(50.0) and mem.get_xlim()[1] < 100
+    assert base.get_xlim()[1] > 2000
+    plt.close(fig)

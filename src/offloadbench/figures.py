@@ -170,8 +170,7 @@ def _loss_panel(ax, label: str, group: list[dict], base_loss: float | None) -> N
 
 @plt.rc_context(STYLE)
 def loss_figure(entries: list[dict], base_loss: float | None) -> Figure:
-    """Loss per step overlaid per method and size (own loss axis each); eval loss before (base model) and after,
-    and the largest gap between a panel's runs."""
+    """Loss per step overlaid per method and size (own axis each), eval loss before/after, the largest gap."""
     groups = loss_groups(entries)
     ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
@@ -350,31 +349,34 @@ def _claim_brackets(ax, pairs: list[tuple[str, str, str]], rows: dict[str, int],
 
 @plt.rc_context(STYLE)
 def throughput_figure(entries: list[dict], claims: list[dict] | None = None) -> Figure:
-    """Median tokens/s of each run's steady steps with their IQR and number; speed claims' runs bracketed."""
-    fig, ax = plt.subplots(figsize=(SINGLE, 0.85 + 0.21 * len(entries)), layout="constrained")
-    speeds = [run_speed(e) for e in entries]
-    for y, (entry, sp) in enumerate(zip(entries, speeds, strict=True)):
-        note = status_note(entry)
-        if sp["median"] is None:
-            _row_text(ax, y, 0, note or "not measured", **(ALERT if note else NOTE))
-            continue
-        ax.barh(y, sp["median"], height=0.7, gid="throughput", **_bar_style(entry))
-        if sp["q1"] is not None:
-            err = [[sp["median"] - sp["q1"]], [sp["q3"] - sp["median"]]]
-            bars = ax.errorbar(sp["median"], y, xerr=err, fmt="none", ecolor="black", elinewidth=0.7, capsize=1.8,
-                               capthick=0.7)  # fmt: skip
-            bars.lines[2][0].set_gid("iqr")
-        count = f"n={sp['n']}" if sp["n"] else "run mean"
-        _row_text(ax, y, sp["q3"] or sp["median"], f"{rate_text(sp['median'])}  {count}", note)
-    ax.set(yticks=range(len(entries)), yticklabels=[e["run"] for e in entries], ylim=(len(entries) - 0.5, -0.5))
-    ax.set_xlim(0, max((sp["q3"] or sp["median"] for sp in speeds if sp["median"] is not None), default=1.0) * 1.3)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: rate_text(x)))
-    ax.xaxis.set_major_locator(MaxNLocator(4))
-    ax.set_xlabel("training throughput (tokens/s): median, IQR")
-    ax.grid(axis="y", visible=False)
-    runs, medians = [e["run"] for e in entries], {e["run"]: sp["median"] for e, sp in zip(entries, speeds, strict=True)}
-    _claim_brackets(ax, speed_pairs(claims, runs), {run: i for i, run in enumerate(runs)}, medians)
-    _fit_row_texts(fig, [ax])
+    """Median tokens/s of steady steps, IQR and n; a panel (own scale) per model size; speed claims bracketed."""
+    sizes = _size_order(entries) or ["base"]
+    rows = [[e for e in entries if (model_size(e) or sizes[-1]) == size] for size in sizes]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(SINGLE, 0.6 + 0.3 * len(rows) + 0.21 * len(entries)),
+                             height_ratios=[len(r) for r in rows], squeeze=False, layout="constrained")  # fmt: skip
+    for ax, row in zip(axes[:, 0], rows, strict=True):
+        speeds = [run_speed(e) for e in row]
+        for y, (entry, sp) in enumerate(zip(row, speeds, strict=True)):
+            note = status_note(entry)
+            if sp["median"] is None:
+                _row_text(ax, y, 0, note or "not measured", **(ALERT if note else NOTE))
+                continue
+            ax.barh(y, sp["median"], height=0.7, gid="throughput", **_bar_style(entry))
+            if sp["q1"] is not None:
+                err = [[sp["median"] - sp["q1"]], [sp["q3"] - sp["median"]]]
+                bars = ax.errorbar(sp["median"], y, xerr=err, fmt="none", ecolor="black", elinewidth=0.7,
+                                   capsize=1.8, capthick=0.7)  # fmt: skip
+                bars.lines[2][0].set_gid("iqr")
+            _row_text(ax, y, sp["q3"] or sp["median"], f"{rate_text(sp['median'])}  n={sp['n']}" if sp["n"]
+                      else f"{rate_text(sp['median'])}  run mean", note)  # fmt: skip
+        ax.set(yticks=range(len(row)), yticklabels=[e["run"] for e in row], ylim=(len(row) - 0.5, -0.5))
+        ax.set_xlim(0, max((sp["q3"] or sp["median"] for sp in speeds if sp["median"] is not None), default=1.0) * 1.3)
+        ax.xaxis.set(major_formatter=FuncFormatter(lambda x, _: rate_text(x)), major_locator=MaxNLocator(4))
+        ax.grid(axis="y", visible=False)
+        runs, medians = [e["run"] for e in row], {e["run"]: sp["median"] for e, sp in zip(row, speeds, strict=True)}
+        _claim_brackets(ax, speed_pairs(claims, runs), {run: i for i, run in enumerate(runs)}, medians)
+    axes[-1, 0].set_xlabel("training throughput (tokens/s): median, IQR")
+    _fit_row_texts(fig, list(axes[:, 0]))
     return fig
 
 
