@@ -14,7 +14,7 @@ from conftest import SCRATCH, TINY, read_jsonl, small_tokenizer, validate
 
 from offloadbench import launch
 from offloadbench.config import load_config
-from offloadbench.launch import job_resources, launcher_argv, launcher_command, torchrun_args, train_argv
+from offloadbench.launch import launcher_argv, launcher_command, torchrun_args, train_argv
 from offloadbench.resolve import resolve_spec
 from offloadbench.spec import run_spec
 
@@ -52,31 +52,6 @@ def test_two_machines_run_one_rendezvous_agent_per_node_through_srun():
     cmd = launcher_command(spec(8, 2))
     assert cmd.startswith("srun --nodes 2 --ntasks-per-node 1 ")
     assert cmd.endswith("python -m offloadbench.launch --nnodes 2 --nproc-per-node 4")
-
-
-def test_job_resources_follow_world_size_and_nodes():
-    """GPU clusters (accelerator gpu); CPU-only ones: tests/test_slurm_resources.py."""
-    assert job_resources(spec(2), "gpu", 8) == {
-        "gpu": 2,
-        "nodes": 1,
-        "gres": None,
-        "tasks": None,
-        "tasks_per_gpu": None,
-        "mpi": None,
-        "cpus_per_gpu": 4,
-        "cpus_per_task": None,
-    }
-    # --gpus would count over both nodes; --ntasks-per-gpu would ask for a task per GPU.
-    assert job_resources(spec(8, 2), "gpu", 8) == {
-        "gpu": None,
-        "nodes": 2,
-        "gres": "gpu:4",
-        "tasks": 2,
-        "tasks_per_gpu": 0,
-        "mpi": "srun",
-        "cpus_per_gpu": 2,
-        "cpus_per_task": None,
-    }
 
 
 def test_rendezvous_comes_from_the_slurm_allocation(monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, TINY, validate
@@ -110,3 +111,28 @@ def test_a_retyped_llamafactory_config_trains_with_the_values_it_resolves_to(tin
     h = TINY_MODEL["hidden_size"]
     assert summary["deepspeed_config"]["zero_optimization"]["reduce_bucket_size"] == h * h
     assert summary["observed"]["zero"]["stage"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["zero3_offload_cpu", "qlora_offload"])
+def test_axolotls_cpu_offload_config_trains_once_bf16_follows_the_run(tiny_workflow, tmp_path, run):
+    """Axolotl's zero3_bf16_cpuoffload_all.json forces bf16, which this CPU run cannot train in: it is
+    refused before any job with the fix ("auto"); with that one value changed it trains full and
+    QLoRA runs with parameters and optimizer offloaded, its short key aliases read as DeepSpeed does."""
+    from test_workflow import tiny_spec, train_command
+
+    from offloadbench import dsconfig
+
+    source = CATALOGUE / "axolotl_zero3_bf16_cpuoffload_all.json"
+    s = tiny_spec(tiny_workflow, run, max_steps=2, save_steps=2)
+    with pytest.raises(dsconfig.DeepSpeedConfigError, match=r'bf16.enabled=true.*set it to "auto"'):
+        dsconfig.check_against_run(dsconfig.read(source), s, source.name, dtype="fp32", device="cpu")
+    fixed = {**json.loads(source.read_text()), "bf16": {"enabled": "auto"}}
+    s["deepspeed"] = str(tmp_path / source.name)
+    Path(s["deepspeed"]).write_text(json.dumps(fixed))
+    proc = subprocess.run(train_command(tiny_workflow, s, tmp_path / "run"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "ok", summary["error"]
+    assert summary["observed"]["offload"]["params"] == summary["observed"]["offload"]["optimizer"] == "cpu"
+    assert summary["deepspeed_config"]["bf16"]["enabled"] is False
