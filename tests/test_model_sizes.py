@@ -65,4 +65,5 @@ def test_a_null_size_trains_the_base_model_exactly_as_a_base_run():
     assert run_spec(tiny, "zero3")["model_size"] == "base"
     assert set(models(tiny)) == {"tiny-test-llama"}
     lora, lora_mem = run_spec(tiny, "lora"), run_spec(tiny, "lora_mem")
-    assert {**lora_mem, "run": "lora"} == lora
+    assert {**lora_mem, "run": "lora", "lora": lora["lora"]} == lora, "only the run's own adapters differ"
+    assert lora_mem["model"] == lora["model"] and lora_mem["training"] == lora["training"]

@@ -47,8 +47,13 @@ def test_qlora_targets_are_packed_4bit_and_only_lora_trains(model_dir):
     assert base.weight.quant_state.nested, "double quantization is on"
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    assert any("q_proj.lora_A" in n for n in trainable) and any("v_proj.lora_B" in n for n in trainable)
-    assert not any("k_proj.lora" in n for n in trainable)
+    targets = spec_for("qlora", model_dir)["lora"]["target_modules"]  # the default: every projection
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable}
+    assert adapted == set(targets), "adapters on exactly the configured modules"
+    partial = spec_for("qlora", model_dir)
+    partial["lora"]["target_modules"] = ["q_proj", "v_proj"]
+    kept = {n for n, p in load_model(partial, "cpu", "fp32", zero3=False).named_parameters() if p.requires_grad}
+    assert kept and not any("k_proj.lora" in n for n in kept)
 
 
 def test_param_counts_are_logical_for_4bit_models(model_dir):
@@ -58,7 +63,11 @@ def test_param_counts_are_logical_for_4bit_models(model_dir):
     n_full, t_full = count_params(full)
     n_q, t_q = count_params(qlora)
     n_l, t_l = count_params(lora)
-    adapters = 2 * ((8 * 64 + 64 * 8) + (8 * 64 + 32 * 8))  # 2 layers; q: 64->64, v: 64->32 (2 kv heads)
+    # r 16 on every projection of 2 layers: q, o 64->64; k, v 64->32 (2 kv heads); gate, up 64->128;
+    # down 128->64: r x (in + out) each.
+    r = spec_for("lora", model_dir)["lora"]["r"]
+    adapters = 2 * r * (2 * (64 + 64) + 2 * (64 + 32) + 3 * (64 + 128))
+    assert adapters == 32_768
     assert n_full == t_full == sum(p.numel() for p in full.parameters())
     assert t_q == t_l == adapters
     assert n_q == n_l == n_full + adapters

@@ -42,10 +42,6 @@ SAME_AS = {
     "qlora_act_offload": "qlora",
     "qlora_offload": "qlora",
     "qlora_zero3": "qlora",
-    # The default profile's memory-scale pair: model size mem is null in the tiny profile, so they
-    # train the test model exactly as lora and qlora do.
-    "lora_mem": "lora",
-    "qlora_mem": "qlora",
 }
 
 
