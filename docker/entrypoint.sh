@@ -12,12 +12,30 @@
 #   HF_TOKEN_PATH. The token's value is never read, expanded or printed here.
 # - A small /dev/shm (Docker's default is 64 MiB): suggest --ipc=host.
 # - A small locked-memory limit (ulimit -l): suggest --ulimit memlock=-1 (NVMe offload pins buffers).
+# - Started as root (--user 0): the command runs as the image's own user instead (the owner of
+#   working directory, /work), so outputs never belong to root; where the container has CAP_IPC_LOCK
+#   (--cap-add IPC_LOCK) that one capability is kept, so NVMe offload may lock its buffers on a
+#   daemon that cannot raise the locked-memory limit (rootless or restricted Docker).
 # - results/ not writable by this user: say how to fix it.
 # - results/reference/ missing (results/ mounted from outside a clone): copied from the image.
 set -euo pipefail
 
 if [ "$#" -eq 0 ]; then
     set -- snakemake --cores all
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    uid="$(stat -c %u . 2>/dev/null || echo 0)" gid="$(stat -c %g . 2>/dev/null || echo 0)"
+    home="$(getent passwd "$uid" | cut -d: -f6)"
+    bounding="$(awk '$1 == "CapBnd:" { print $2 }' /proc/self/status)"
+    keep=()
+    if [ -n "$bounding" ] && (( (0x$bounding >> 14) & 1 )); then # CAP_IPC_LOCK
+        keep=(--inh-caps=+ipc_lock --ambient-caps=+ipc_lock)
+    fi
+    if [ "$uid" != 0 ]; then
+        exec setpriv --reuid="$uid" --regid="$gid" --clear-groups "${keep[@]}" -- \
+            env HOME="${home:-/work}" USER="$(id -nu "$uid" 2>/dev/null || echo "$uid")" "$0" "$@"
+    fi
 fi
 
 if ! gpus="$(nvidia-smi -L 2>/dev/null)" || [ -z "$gpus" ]; then
@@ -36,8 +54,12 @@ fi
 # limit (often 8 MiB or 64 KiB) makes the NVMe offload run abort (make docker-test saw it).
 memlock_kib="$(ulimit -l 2>/dev/null || true)"
 if [ -n "$memlock_kib" ] && [ "$memlock_kib" != unlimited ] && [ "$memlock_kib" -lt 1048576 ]; then
-    echo "offloadbench: locked memory is limited to ${memlock_kib} KiB (ulimit -l): add --ulimit memlock=-1 to docker run," \
-        "or NVMe offload runs abort when DeepSpeed pins their buffers." >&2
+    cap_eff="$(awk '$1 == "CapEff:" { print $2 }' /proc/self/status)"
+    if [ -z "$cap_eff" ] || ! (( (0x$cap_eff >> 14) & 1 )); then
+        echo "offloadbench: locked memory is limited to ${memlock_kib} KiB (ulimit -l): add --ulimit memlock=-1 to docker run" \
+            "(or, where the daemon refuses it, --user 0 --cap-add IPC_LOCK), or NVMe offload runs are refused:" \
+            "DeepSpeed locks their swap buffers." >&2
+    fi
 fi
 
 token_file="${OFFLOADBENCH_TOKEN_FILE:-/run/secrets/hf_token}"

@@ -455,9 +455,52 @@ def test_make_docker_test_builds_this_dockerfile_on_another_base_and_stays_out_o
     assert readme_run + '"$PWD/results:/work/results" offloadbench snakemake --cores all' in docs
 
 
+def without_ipc_lock(script: str) -> list[str]:
+    """bash -c SCRIPT without CAP_IPC_LOCK (root here has it, and the kernel then ignores ulimit -l)."""
+    if os.geteuid() != 0:
+        return ["bash", "-c", script]
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_IPC_LOCK as root")
+    return ["setpriv", "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock", "--", "bash", "-c", script]
+
+
 def test_entrypoint_hints_when_locked_memory_is_limited(tmp_path):
     # DeepSpeed's async_io mlocks its NVMe buffers: Docker's default limit aborted the NVMe run.
     script = f"ulimit -S -l 64 && exec bash {ENTRYPOINT} true"
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(without_ipc_lock(script), capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "locked memory is limited to 64 KiB" in proc.stderr and "--ulimit memlock=-1" in proc.stderr
+    assert "--cap-add IPC_LOCK" in proc.stderr
+
+
+def test_entrypoint_is_quiet_about_locked_memory_with_cap_ipc_lock(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: only root holds CAP_IPC_LOCK here")
+    proc = subprocess.run(["bash", "-c", f"ulimit -S -l 64 && exec bash {ENTRYPOINT} true"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "locked memory" not in proc.stderr
+
+
+@pytest.mark.parametrize("keep_ipc_lock", [True, False])
+def test_entrypoint_started_as_root_runs_as_the_owner_of_the_working_directory(tmp_path, keep_ipc_lock):
+    # docker run --user 0 [--cap-add IPC_LOCK]: the workflow runs as the image's user (the owner of
+    # /work), never as root; CAP_IPC_LOCK, where the container has it, is the one capability kept.
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv")
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chown(work, 65534, 65534)
+    tmp_path.chmod(0o755)
+    show = "id -u; id -g; awk '$1 == \"CapEff:\" {print $2}' /proc/self/status; echo $HOME"
+    cmd = ["bash", str(ENTRYPOINT), "sh", "-c", show]
+    if not keep_ipc_lock:
+        cmd = ["setpriv", "--bounding-set=-ipc_lock", "--", *cmd]
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/root"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    uid, gid, cap_eff, _home = proc.stdout.split("\n")[:4]
+    assert (uid, gid) == ("65534", "65534")
+    assert int(cap_eff, 16) == (1 << 14 if keep_ipc_lock else 0)  # CAP_IPC_LOCK alone, or nothing
+    # A root-owned working directory (not the image) is left as it is.
+    assert run_entrypoint(tmp_path, "id", "-u").stdout == "0\n"

@@ -4,6 +4,7 @@ parameter counts are right, and a run that cannot work is refused before it star
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +120,69 @@ def test_run_whose_predicted_disk_exceeds_the_free_space_stops_before_loading(mo
     message = str(err.value)
     assert "run zero3_offload_nvme" in message and str(tmp_path) in message
     assert "NVMe swap files" in message and "resume checkpoints" in message and "0.00 GiB is free" in message
+
+
+def test_nvme_run_whose_swap_buffers_cannot_be_locked_is_refused_before_it_trains(model_dir, tmp_path):
+    # DeepSpeed's NVMe swappers mlock their buffers whatever pin_memory says; under a container's
+    # default 8 MiB limit the run aborted inside deepspeed.initialize (SIGABRT). The resolve step
+    # refuses it first, naming the need, the limit and the fixes, for real: a process without
+    # CAP_IPC_LOCK (root here has it) under a 1 MiB limit.
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("setpriv") is None or shutil.which("prlimit") is None:
+        pytest.skip("setpriv and prlimit (util-linux) are needed")
+    spec = spec_for("zero3_offload_nvme", model_dir)
+    spec["nvme_dir"] = str(tmp_path / "swap")
+    cmd = [sys.executable, "-m", "offloadbench.resolve", "--spec", json.dumps(spec), "--model-config",
+           str(model_dir), "--out", str(tmp_path / "spec.json")]  # fmt: skip
+    limited = ["setpriv", "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock", "--"]
+    limited += ["prlimit", "--memlock=1048576:1048576"]
+    proc = subprocess.run([*limited, *cmd], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert not (tmp_path / "spec.json").exists()
+    for text in ("run zero3_offload_nvme", "mlock", "may lock only 1 MiB (ulimit -l)", "--ulimit memlock=-1",
+                 "--cap-add IPC_LOCK"):  # fmt: skip
+        assert text in proc.stderr, (text, proc.stderr)
+    # The same process with the capability (or without a limit) resolves it, and the spec says what it locks.
+    unlimited = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert unlimited.returncode == 0, unlimited.stderr
+    resolved = json.loads((tmp_path / "spec.json").read_text())
+    assert resolved["locked_bytes"]["cpu"] > resolved["locked_bytes"]["cuda"] > 2**20  # fp32 buffers on the CPU
+    # Runs without NVMe lock nothing and are never refused for it.
+    cpu = spec_for("zero3_offload_cpu", model_dir)
+    proc = subprocess.run([*limited, *cmd[:4], json.dumps(cpu), *cmd[5:]], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_training_job_checks_locked_memory_where_it_runs(model_dir, tmp_path, monkeypatch):
+    from offloadbench.resolve import resolve_spec
+    from offloadbench.training import lifecycle
+
+    spec = spec_for("zero3_offload_nvme", model_dir)
+    spec["nvme_dir"] = str(tmp_path / "swap")
+    spec = resolve_spec(spec)
+    monkeypatch.setattr(lifecycle, "lockable_bytes", lambda: 2**20)  # another machine with a 1 MiB limit
+    with pytest.raises(PreflightError, match=r"locks \d+ MiB .* may lock only 1 MiB"):
+        lifecycle.check_locked_memory(spec, "cpu")
+    monkeypatch.setattr(lifecycle, "lockable_bytes", lambda: None)  # unlimited, or CAP_IPC_LOCK
+    lifecycle.check_locked_memory(spec, "cpu")
+    monkeypatch.setattr(lifecycle, "lockable_bytes", lambda: 2**20)
+    lifecycle.check_locked_memory(resolve_spec(spec_for("zero3_offload_cpu", model_dir)), "cpu")
+
+
+def test_lockable_bytes_reads_the_capability_and_the_limit(monkeypatch, tmp_path):
+    import resource
+
+    from offloadbench import env
+
+    status = tmp_path / "status"
+    monkeypatch.setattr(env, "Path", lambda p: status if p == "/proc/self/status" else Path(p))
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (8 * 2**20, 8 * 2**20))
+    status.write_text("Name: python\nCapEff:\t000001fffeffffff\n")  # root: CAP_IPC_LOCK held
+    assert env.lockable_bytes() is None
+    status.write_text("Name: python\nCapEff:\t0000000000000000\n")  # a container's user
+    assert env.lockable_bytes() == 8 * 2**20
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (resource.RLIM_INFINITY,) * 2)
+    assert env.lockable_bytes() is None

@@ -138,6 +138,12 @@ def test_offload_is_recorded_as_configured(tiny_workflow):
     nvme = summary(tiny_workflow, "zero3_offload_nvme")
     assert nvme["nvme_bytes_written"] > 2**20, "NVMe offload wrote nothing"
     assert summary(tiny_workflow, "zero3_offload_cpu")["nvme_bytes_written"] is None
+    # DeepSpeed locked (mlock) at least the swap buffers the resolved spec names as the run's need,
+    # which the job compares with ulimit -l before it starts; runs without NVMe lock nothing.
+    need = json.loads((tiny_workflow / "results" / "specs" / "zero3_offload_nvme.json").read_text())["locked_bytes"]
+    assert need["cpu"] > 8 * 2**20, "more than Docker's default 8 MiB limit: the case the preflight is for"
+    assert need["cpu"] <= nvme["host_locked_peak_bytes"] <= 2 * need["cpu"], (need, nvme["host_locked_peak_bytes"])
+    assert summary(tiny_workflow, "zero3_offload_cpu")["host_locked_peak_bytes"] == 0
     # The run's own swap folder inside the user's nvme_dir is gone; the folder and its file stay.
     assert sorted(p.name for p in (tiny_workflow / "fast-disk").iterdir()) == ["canary.txt"]
     assert not (tiny_workflow / "results" / "runs" / "zero3_offload_nvme" / "nvme_swap.json").exists()

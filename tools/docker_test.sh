@@ -263,14 +263,38 @@ if [ "$build_rc" = 0 ]; then
     chown "$REVIEWER_UID:$REVIEWER_GID" "$run_dir/results" 2>/dev/null || as_root chown "$REVIEWER_UID:$REVIEWER_GID" "$run_dir/results"
     cd "$run_dir"
     # NVMe offload mlocks its buffers: --ulimit memlock=-1 as the docs say, where the daemon may
-    # raise the limit (a dockerd without CAP_SYS_RESOURCE, as in some sandboxes, may not).
+    # raise the limit. A dockerd without CAP_SYS_RESOURCE (as in some sandboxes, and this one) may
+    # not: then the plain command must refuse the NVMe run before it trains, naming the fix, and the
+    # profile runs with the docs' other way, --user 0 --cap-add IPC_LOCK (the entrypoint runs the
+    # workflow as the image's user with only that capability kept).
     memlock_args=(--ulimit memlock=-1)
     if ! docker run --rm --network none "${memlock_args[@]}" "$IMAGE_TAG" true >/dev/null 2>&1; then
-        memlock_args=()
-        MEMLOCK_NOTE="this daemon refuses --ulimit memlock=-1; locked memory stays $(docker run --rm --network none --entrypoint bash "$IMAGE_TAG" -c 'ulimit -l') KiB, so the NVMe offload run is expected to abort"
+        memlock_args=(--user 0 --cap-add IPC_LOCK)
+        limit=$(docker run --rm --network none --entrypoint bash "$IMAGE_TAG" -c 'ulimit -l')
+        MEMLOCK_NOTE="this daemon refuses --ulimit memlock=-1 (locked memory stays $limit KiB): ran with ${memlock_args[*]} instead (docs/docker.md)"
         log "warning: $MEMLOCK_NOTE"
+        refuse="$WORK/refuse"
+        mkdir -p "$refuse/results"
+        chown "$REVIEWER_UID:$REVIEWER_GID" "$refuse/results" 2>/dev/null || as_root chown "$REVIEWER_UID:$REVIEWER_GID" "$refuse/results"
+        set +e
+        (cd "$refuse" && docker run --rm --ipc=host -v "$PWD/results:/work/results" "$IMAGE_TAG" \
+            snakemake --cores all results/specs/zero3_offload_nvme.json) >"$WORK/refuse.log" 2>&1
+        refuse_rc=$?
+        set -e
+        why=$(cat "$refuse/results/logs/resolve/zero3_offload_nvme.log" 2>/dev/null || true)
+        if [ "$refuse_rc" != 0 ] && grep -q "may lock only" <<<"$why" && grep -q -- "--cap-add IPC_LOCK" <<<"$why"; then
+            check "NVMe refused without the limit" PASS "exit $refuse_rc before training: $(grep -o 'locks [0-9,]* MiB.*(ulimit -l)' <<<"$why" | head -1)"
+        else
+            check "NVMe refused without the limit" FAIL "exit $refuse_rc; resolve log: '${why:0:300}' (see $WORK/refuse.log)"
+        fi
+        caps=$(docker run --rm --network none "${memlock_args[@]}" "$IMAGE_TAG" sh -c 'echo "$(id -u) $(awk "\$1 == \"CapEff:\" {print \$2}" /proc/self/status)"' 2>/dev/null || true)
+        if [ "$caps" = "$REVIEWER_UID 0000000000004000" ]; then
+            check "--user 0 runs as the image's user" PASS "uid $REVIEWER_UID with CAP_IPC_LOCK only (CapEff 0x4000)"
+        else
+            check "--user 0 runs as the image's user" FAIL "got '$caps', want '$REVIEWER_UID 0000000000004000'"
+        fi
     fi
-    log "docker run --ipc=host -v \"\$PWD/results:/work/results\" $IMAGE_TAG snakemake --cores all (in $run_dir; log: $WORK/run.log)"
+    log "docker run --ipc=host ${memlock_args[*]} -v \"\$PWD/results:/work/results\" $IMAGE_TAG snakemake --cores all (in $run_dir; log: $WORK/run.log)"
     t0=$(seconds)
     set +e
     docker run --rm --ipc=host "${memlock_args[@]}" -v "$PWD/results:/work/results" "$IMAGE_TAG" snakemake --cores all >"$WORK/run.log" 2>&1

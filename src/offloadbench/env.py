@@ -53,6 +53,42 @@ def prepare_process() -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+CAP_IPC_LOCK = 14  # linux/capability.h
+
+
+def lockable_bytes() -> int | None:
+    """Bytes this process may lock in host memory (mlock), or None for no limit: RLIMIT_MEMLOCK,
+    unless the process holds CAP_IPC_LOCK (root on a host, or a capability kept on purpose), which
+    the kernel lets lock beyond it."""
+    import resource
+
+    try:
+        status = Path("/proc/self/status").read_text()
+        cap_eff = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+        if cap_eff >> CAP_IPC_LOCK & 1:
+            return None
+    except (OSError, StopIteration, ValueError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def locked_memory_problem(run: str, need: int, limit: int | None) -> str | None:
+    """Why a run whose NVMe swap buffers lock ``need`` bytes cannot start here, or None."""
+    if not need or limit is None or need <= limit:
+        return None
+    mib = 2**20
+    return (
+        f"run {run}: DeepSpeed's NVMe swapper locks {need / mib:,.0f} MiB of host memory for its swap buffers "
+        f"(mlock, whatever pin_memory says), but this process may lock only {limit / mib:,.0f} MiB (ulimit -l) "
+        "and lacks CAP_IPC_LOCK, so the run would abort while DeepSpeed sets up. Raise the limit: on a host "
+        "`ulimit -l unlimited` (memlock in /etc/security/limits.conf); in Docker `docker run --ulimit "
+        "memlock=-1`; where the daemon cannot raise it (rootless or restricted Docker): `docker run --user 0 "
+        "--cap-add IPC_LOCK`, and the image's entrypoint runs the workflow as its own user with only that "
+        "capability kept (docs/docker.md). Or leave the run out of `runs:`."
+    )
+
+
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 MMAP_THRESHOLD_BYTES = 1 << 20
 

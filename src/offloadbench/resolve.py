@@ -14,6 +14,9 @@ never imports the memory model. What is resolved here:
   to fill on the machine the job runs on. These are the values DeepSpeed gets.
 - ``disk``: the disk the run needs at its peak (NVMe swap files, final model, resume
   checkpoints), from the memory model; the training job compares it with the free space.
+- ``locked_bytes``: the host memory DeepSpeed's NVMe swappers lock (mlock) as they set up, per
+  device; a run that needs more than this machine lets a process lock is refused here, and the
+  training job checks it again where it runs (a container's default limit is 8 MiB).
 - ``launcher``: the command that starts the job (offloadbench.launch), for provenance.
 
 A run whose DeepSpeed NVMe optimizer offload would train on stale gradients (DeepSpeed 0.19.8
@@ -31,12 +34,13 @@ import sys
 from pathlib import Path
 
 from . import dsconfig, owned
+from .env import lockable_bytes, locked_memory_problem
 from .errors import PreflightError
 from .io import write_json
 from .launch import launcher_argv
 from .memory.counting import load_model_config, meta_model, trainable_tensors
-from .memory.predict import predicted_disk_bytes
-from .memory.zero import resolved_deepspeed
+from .memory.predict import precision, predicted_disk_bytes
+from .memory.zero import locked_swap_bytes, resolved_deepspeed, zero3_settings
 from .nvme_check import nvme_optimizer_swap_problem
 from .spec import load_spec
 
@@ -55,9 +59,18 @@ def resolve(spec: dict, model_config: dict) -> dict:
         check_nvme_optimizer(spec, ds, model_config)
     resolved = {**spec, "deepspeed_config": ds}
     disk = {device: predicted_disk_bytes(resolved, model_config, spec["block_size"], device) for device in DEVICES}
+    z3 = zero3_settings(ds, model_config)
+    locked = {
+        device: locked_swap_bytes(z3, model_config, spec, precision(spec, device, True)["act"]) for device in DEVICES
+    }
+    # Which device the job gets is decided where it runs: refuse only what fails on either.
+    why = locked_memory_problem(spec["run"], min(locked.values()), lockable_bytes())
+    if why:
+        raise PreflightError(why)
     return {
         **resolved,
         "disk": {device: {k: need[k] for k in ("nvme_swap", "total")} for device, need in disk.items()},
+        "locked_bytes": locked,
         "launcher": launcher_argv(spec, python="python"),
     }
 

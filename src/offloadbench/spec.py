@@ -18,7 +18,7 @@ from .errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 # What offloadbench.resolve adds to a run's spec before it trains.
-RESOLVED_KEYS = ("deepspeed_config", "disk", "launcher")
+RESOLVED_KEYS = ("deepspeed_config", "disk", "locked_bytes", "launcher")
 
 
 def config_spec(spec: dict) -> dict:

@@ -179,6 +179,23 @@ def nvme_param_placement(groups: list[list[int]], ws: int, z3: dict) -> tuple[in
     return flat, on_nvme
 
 
+def locked_swap_bytes(z3: dict | None, cfg: dict, spec: dict, cb: int) -> int:
+    """Host bytes one rank's NVMe swappers lock with mlock while DeepSpeed sets up (0.19.8: the
+    parameter swapper's buffers, partitioned_param_swapper.py, and the optimizer swapper's
+    SwapBufferManager, swap_tensor/utils.py, both from the aio handle's new_cpu_locked_tensor, which
+    locks whatever pin_memory says). A lower bound: swap-out buffers come on top."""
+    if not z3:
+        return 0
+    out = 0
+    if z3["params"] == "nvme":
+        out += z3["param_buffer_count"] * _align(z3["param_buffer_size"], 1024 // cb) * cb
+    if z3["optimizer"] == "nvme":
+        n_lora = lora_params(cfg, spec["lora"]) if spec["method"] != "full" else 0
+        part = _ceil_div(n_lora or param_counts(cfg)["total"], spec.get("world_size", 1))
+        out += z3["optimizer_buffer_count"] * _align(min(part, z3["sub_group_size"]), 256) * 4
+    return out
+
+
 def nvme_written_per_step(z3: dict | None, cfg: dict, spec: dict, cb: int) -> int:
     """Bytes DeepSpeed writes to NVMe per optimizer step and rank: the fp32 optimizer state
     (master, exp_avg, exp_avg_sq) after the step, the fp32 gradients of the swappable partitions

@@ -13,12 +13,20 @@ from pathlib import Path
 
 import torch
 
-from ..env import choose_dtype, git_commit, hardware, versions
+from ..env import choose_dtype, git_commit, hardware, lockable_bytes, locked_memory_problem, versions
 from ..errors import PreflightError
 from ..io import write_json, write_text
 from ..spec import config_spec, spec_sha256
 from .offload import offload_label, offload_summary
 from .world import world
+
+
+def check_locked_memory(spec: dict, device: str) -> None:
+    """Refuse an NVMe run whose swap buffers this process may not lock, before the model loads:
+    DeepSpeed would abort inside its set-up (spec.locked_bytes, resolved from the memory model)."""
+    why = locked_memory_problem(spec["run"], (spec.get("locked_bytes") or {}).get(device, 0), lockable_bytes())
+    if why:
+        raise PreflightError(why)
 
 
 def check_disk(spec: dict, out: Path, device: str) -> None:
@@ -96,6 +104,7 @@ MEASURED = (
     "host_rss_baseline_bytes",
     "host_rss_peak_bytes",
     "host_rss_above_baseline_bytes",
+    "host_locked_peak_bytes",
     "gpu_allocated_peak_bytes",
     "gpu_reserved_peak_bytes",
     "gpu_nvml_used_peak_bytes",

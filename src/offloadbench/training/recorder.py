@@ -65,6 +65,7 @@ class MemorySampler:
     def __init__(self, interval_s: float = 0.05):
         self.interval_s = interval_s
         self.host_rss_peak = 0
+        self.host_locked_peak = 0  # mlocked bytes (VmLck): DeepSpeed's NVMe swap buffers, over the whole run
         self.nvml_used_peak: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
@@ -84,7 +85,9 @@ class MemorySampler:
 
     def sample(self) -> None:
         rss = tree_rss(self._proc)
-        self.host_rss_peak = max(self.host_rss_peak, rss, kernel_peak_rss())
+        status = proc_status("VmHWM", "VmLck")
+        self.host_rss_peak = max(self.host_rss_peak, rss, status.get("VmHWM") or kernel_peak_rss())
+        self.host_locked_peak = max(self.host_locked_peak, status.get("VmLck", 0))
         if self._nvml:
             nv, handle = self._nvml
             self.nvml_used_peak = max(self.nvml_used_peak or 0, nv.nvmlDeviceGetMemoryInfo(handle).used)
@@ -120,6 +123,19 @@ class MemorySampler:
         if self._thread.is_alive():
             self._thread.join()
         self.sample()
+
+
+def proc_status(*keys: str) -> dict[str, int]:
+    """Byte counts of /proc/self/status lines (``VmHWM: 123 kB``) in one read; {} where there is none."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in keys:
+                out[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
 
 
 def kernel_peak_rss() -> int:

@@ -21,6 +21,7 @@ from ..io import tree_bytes, write_json
 from ..spec import config_spec, spec_sha256
 from .lifecycle import (
     check_disk,
+    check_locked_memory,
     last_checkpoint,
     phase,
     publish_metrics,
@@ -52,6 +53,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     ds = deepspeed_config(spec, out)
     zero3 = bool(ds) and ds.get("zero_optimization", {}).get("stage") == 3
     off = offload_label(spec, ds)
+    check_locked_memory(spec, device)  # every rank locks its own buffers
     if is_main and last_checkpoint(out) is None:
         check_disk(spec, out, device)
     torch.manual_seed(spec["seed"])
@@ -141,6 +143,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         train_batch_size=train_batch_size(trainer, tr, world_size),
         host_rss_baseline_bytes=host_rss_baseline,
         host_rss_peak_bytes=sampler.host_rss_peak,
+        host_locked_peak_bytes=sampler.host_locked_peak,
         host_rss_above_baseline_bytes=sampler.host_rss_peak - host_rss_baseline,
         **gpu_peaks(),
         gpu_nvml_used_peak_bytes=sampler.nvml_used_peak,
