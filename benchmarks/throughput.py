@@ -119,14 +119,19 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
 
 def rule(spec: dict, data_dir: Path) -> float:
     """tokens/s that offloadbench.train records for the same run (a fresh process, as the rule)."""
+    return rule_summary(spec, data_dir)["tokens_per_s"]
+
+
+def rule_summary(spec: dict, data_dir: Path, env: dict | None = None) -> dict:
+    """summary.json of offloadbench.train on ``spec`` in a fresh process and a temporary folder."""
     with tempfile.TemporaryDirectory() as out:
         if spec.get("nvme_dir"):
             spec = {**spec, "nvme_dir": str(Path(out) / "nvme")}
         cmd = train_argv(spec, data_dir, out)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         if proc.returncode != 0:
             raise RuntimeError(f"{spec['run']} failed:\n{proc.stderr[-3000:]}")
-        return json.loads((Path(out) / "summary.json").read_text())["tokens_per_s"]
+        return json.loads((Path(out) / "summary.json").read_text())
 
 
 def plain_in_subprocess(spec: dict, data_dir: Path) -> float:
@@ -137,6 +142,21 @@ def plain_in_subprocess(spec: dict, data_dir: Path) -> float:
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"plain loop for {spec['run']} failed:\n{proc.stderr[-3000:]}")
     return float(lines[-1].split()[1])
+
+
+def workflow_inputs(runs: list[str], results: Path) -> tuple[Path, dict] | None:
+    """The default profile's tokenized data and the runs' specs pointing at the models the workflow
+    built in ``results``; None (with the error printed) when `make run` has not made them."""
+    config = load_config()
+    data_dir = results / "data" / config["dataset"]["name"]
+    specs = {name: run_spec(config, name) for name in runs}
+    for spec in specs.values():  # the run's own model (base or memory scale) in that results folder
+        spec["model"]["path"] = str(results / Path(spec["model"]["path"]).relative_to("results"))
+    missing = [p for p in {data_dir, *(Path(s["model"]["path"]) for s in specs.values())} if not p.is_dir()]
+    if missing:
+        print(f"error: {', '.join(map(str, sorted(missing)))} missing; run `make run` first", file=sys.stderr)
+        return None
+    return data_dir, specs
 
 
 TARGET = 0.9  # rule / plain tokens/s
@@ -174,15 +194,10 @@ def main() -> int:
         return 0
     if args.repeats < 3:
         parser.error("--repeats must be at least 3: fewer give no interval to judge the ratio on")
-    config = load_config()
-    data_dir = args.results / "data" / config["dataset"]["name"]
-    specs = {name: run_spec(config, name) for name in args.runs}
-    for spec in specs.values():  # the run's own model (base or memory scale) in that results folder
-        spec["model"]["path"] = str(args.results / Path(spec["model"]["path"]).relative_to("results"))
-    missing = [p for p in {data_dir, *(Path(s["model"]["path"]) for s in specs.values())} if not p.is_dir()]
-    if missing:
-        print(f"error: {', '.join(map(str, sorted(missing)))} missing; run `make run` first", file=sys.stderr)
+    found = workflow_inputs(args.runs, args.results)
+    if found is None:
         return 2
+    data_dir, specs = found
     threads = os.cpu_count()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     rows = []

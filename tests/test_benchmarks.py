@@ -38,7 +38,18 @@ def test_a_ratio_inside_the_noise_is_undecided_not_met(throughput):
     assert got["verdict"] == "undecided" and got["ratio_low"] < 0.9 < got["ratio_high"]
 
 
-@pytest.mark.parametrize("script", ["throughput", "scaling"])
+def test_recorder_overhead_is_judged_on_its_interval():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # overhead.py imports its sibling throughput.py
+    overhead = load("overhead")
+    off = [10.0, 10.1, 9.9, 10.05, 9.95]
+    assert overhead.judge([10.1, 10.15, 10.05, 10.2, 10.1], off)["verdict"] == "met"  # +1%
+    slow = overhead.judge([11.0, 11.1, 10.9, 11.05, 10.95], off)  # +10%
+    assert slow["verdict"] == "missed" and slow["overhead"] == pytest.approx(0.1)
+    noisy = overhead.judge([10.3, 12.0, 8.5, 11.0, 9.2], [10.0, 11.5, 8.0, 10.6, 9.4])
+    assert noisy["verdict"] == "undecided" and noisy["overhead_low"] < 0.03 < noisy["overhead_high"]
+
+
+@pytest.mark.parametrize("script", ["throughput", "scaling", "overhead"])
 def test_fewer_than_three_repeats_are_refused(script):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--repeats", "2"], capture_output=True, text=True

@@ -218,3 +218,16 @@ def test_input_folders_of_the_user_survive_the_data_step_and_clean_results(tmp_p
     assert proc.returncode == 0
     assert not (tmp_path / "results" / "corpus").exists()
     assert sorted(p.name for p in folder.iterdir()) == before and keep.read_text() == CANARY
+
+
+def test_every_folder_the_rules_write_is_one_that_clean_results_removes():
+    """A rule writing results/<x>/ that STEP_FOLDERS lacks leaves stale outputs behind every
+    `make clean-results` (results/specs/ did, until this test)."""
+    import re
+
+    rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    written = set(re.findall(r'"results/([^"/{]+)/', rules))
+    files = set(re.findall(r'"results/([^"/{]+\.\w+)"', rules))
+    assert {"runs", "specs", "benchmarks", "logs"} <= written
+    assert written <= set(owned.STEP_FOLDERS), sorted(written - set(owned.STEP_FOLDERS))
+    assert files <= set(owned.RESULT_FILES), sorted(files - set(owned.RESULT_FILES))

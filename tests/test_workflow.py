@@ -264,6 +264,27 @@ def test_same_seed_repeats_the_loss_curve(tiny_workflow, tmp_path):
     assert again == [r["loss"] for r in metrics(tiny_workflow, "lora")]
 
 
+def test_the_recorder_switched_off_trains_the_same_run_unmeasured(tiny_workflow, tmp_path):
+    """benchmarks/overhead.py's "off" side (OFFLOADBENCH_RECORDER=off) must train exactly what the
+    workflow trains, minus the measurements, or the overhead it reports compares different work."""
+    import subprocess
+
+    proc = subprocess.run(
+        train_command(tiny_workflow, tiny_spec(tiny_workflow, "lora"), tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "2", "OFFLOADBENCH_RECORDER": "off"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    off, on = json.loads((tmp_path / "summary.json").read_text()), summary(tiny_workflow, "lora")
+    assert (off["recorder"], on["recorder"]) == ("off", "on")
+    assert off["steps"] == on["steps"] and off["eval_loss"] == on["eval_loss"]
+    assert off["train_loss_final"] == on["train_loss_final"]
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [], "no per-step lines without the recorder"
+    assert off["train_s"] > 0 and off["tokens_per_s"] > 0
+
+
 def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):
     proc = snakemake(tiny_workflow, "-n", "--cores", "1", "--configfile", *tiny_configfiles(tiny_workflow))
     assert proc.returncode == 0

@@ -19,6 +19,8 @@ rule aggregate:
         memory_html=report("results/tables/memory.html", caption="../report/memory.rst", category="4 Memory model"),
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/aggregate/tables.tsv",
     log:
         "results/logs/aggregate/tables.log",
     params:
@@ -49,6 +51,8 @@ rule claims:
         html=report("results/claims.html", caption="../report/claims.rst", category="1 Claims"),
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/claims/claims.tsv",
     log:
         "results/logs/claims/claims.log",
     params:
@@ -71,6 +75,8 @@ rule numbers:
         "results/tables/numbers.tex",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/numbers/numbers.tsv",
     log:
         "results/logs/numbers/numbers.log",
     shell:
@@ -91,6 +97,8 @@ rule compare_reference:
         html=report("results/compare/reference.html", caption="../report/reference.rst", category="5 Reference"),
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/compare_reference/reference.tsv",
     log:
         "results/logs/compare_reference/reference.log",
     params:
@@ -118,6 +126,8 @@ rule figures:
         sweep=[report(f, caption="../report/sweep.rst", category="3 Figures") for f in SWEEP_FIGURES],
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/figures/figures.tsv",
     log:
         "results/logs/figures/figures.log",
     params:

@@ -10,6 +10,8 @@ rule corpus:
         directory("results/corpus/{dataset}"),
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/corpus/{dataset}.tsv",
     log:
         "results/logs/corpus/{dataset}.log",
     params:
@@ -27,6 +29,8 @@ rule tokenize:
         directory("results/data/{dataset}"),
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/tokenize/{dataset}.tsv",
     log:
         "results/logs/tokenize/{dataset}.log",
     params:
@@ -46,6 +50,8 @@ rule hub_access:
         "results/hub/access.json",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/hub_access/access.tsv",
     log:
         "results/logs/hub_access/access.log",
     params:

@@ -13,6 +13,8 @@ rule memory:
         "results/memory/{run}.json",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/memory/{run}.tsv",
     log:
         "results/logs/memory/{run}.log",
     params:

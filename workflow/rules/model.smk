@@ -11,6 +11,8 @@ rule build_model:
         directory("results/models/{model}-init"),
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/build_model/{model}.tsv",
     log:
         "results/logs/build_model/{model}.log",
     params:
@@ -27,6 +29,8 @@ rule resolve_pretrain:
         "results/specs/pretrain-{model}.json",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/resolve/pretrain-{model}.tsv",
     log:
         "results/logs/resolve/pretrain-{model}.log",
     params:
@@ -46,6 +50,8 @@ rule pretrain:
         metrics="results/pretrain/{model}/metrics.jsonl",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/pretrain/{model}.tsv",
     log:
         "results/logs/pretrain/{model}.log",
     threads: all_cores()

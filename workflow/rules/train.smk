@@ -37,6 +37,8 @@ rule resolve:
         "results/specs/{run}.json",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/resolve/{run}.tsv",
     log:
         "results/logs/resolve/{run}.log",
     params:
@@ -57,6 +59,8 @@ rule train:
         metrics="results/runs/{run}/metrics.jsonl",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/train/{run}.tsv",
     log:
         "results/logs/train/{run}.log",
     threads: all_cores()
@@ -86,6 +90,8 @@ rule evaluate_base:
         "results/eval/base.json",
     conda:
         "../envs/offloadbench.yaml"
+    benchmark:
+        "results/benchmarks/evaluate_base/base.tsv",
     log:
         "results/logs/evaluate_base/base.log",
     threads: all_cores()

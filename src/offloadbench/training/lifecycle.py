@@ -100,6 +100,7 @@ MEASURED = (
     "tokens_seen",
     "train_s",
     "tokens_per_s",
+    "recorder",
     "train_batch_size",
     "host_rss_baseline_bytes",
     "host_rss_peak_bytes",

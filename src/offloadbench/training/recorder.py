@@ -60,13 +60,22 @@ def synchronize() -> None:
 
 
 class MemorySampler:
-    """Samples host RSS (process tree) and NVML used memory in a thread."""
+    """Samples host memory and NVML used memory in a thread.
 
-    def __init__(self, interval_s: float = 0.05):
+    Each tick (50 ms) reads this process's own counters, one read of /proc/self/status: the
+    kernel's peak resident set (VmHWM, exact between ticks) and locked memory (VmLck), plus NVML on
+    a GPU. Children (DeepSpeed's py-cpuinfo subprocess, compile workers) are found by scanning every
+    process of the machine, which costs milliseconds: that runs every ``children_every`` ticks only,
+    so the thread takes well under 1% of a core from training (benchmarks/overhead.py)."""
+
+    def __init__(self, interval_s: float = 0.05, children_every: int = 10):
         self.interval_s = interval_s
+        self.children_every = children_every
         self.host_rss_peak = 0
         self.host_locked_peak = 0  # mlocked bytes (VmLck): DeepSpeed's NVMe swap buffers, over the whole run
         self.nvml_used_peak: int | None = None
+        self._ticks = 0
+        self._children_uss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
         self._proc = psutil.Process()
@@ -83,10 +92,13 @@ class MemorySampler:
         except Exception:
             self._nvml = None
 
-    def sample(self) -> None:
-        rss = tree_rss(self._proc)
-        status = proc_status("VmHWM", "VmLck")
-        self.host_rss_peak = max(self.host_rss_peak, rss, status.get("VmHWM") or kernel_peak_rss())
+    def sample(self, children: bool = True) -> None:
+        """One reading; ``children`` False reuses the children's last reading (a tick between scans)."""
+        if children:
+            self._children_uss = children_uss(self._proc)
+        status = proc_status("VmRSS", "VmHWM", "VmLck")
+        rss = status.get("VmRSS") or tree_rss(self._proc) - self._children_uss
+        self.host_rss_peak = max(self.host_rss_peak, rss + self._children_uss, status.get("VmHWM") or kernel_peak_rss())
         self.host_locked_peak = max(self.host_locked_peak, status.get("VmLck", 0))
         if self._nvml:
             nv, handle = self._nvml
@@ -111,11 +123,15 @@ class MemorySampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.sample()
+            self._ticks += 1
+            self.sample(children=self._ticks % self.children_every == 0)
 
-    def start(self) -> MemorySampler:
+    def start(self, thread: bool = True) -> MemorySampler:
+        """First reading, and the sampling thread unless ``thread`` is False (the recorder switched
+        off: the peaks then come from the readings at the start and the end only)."""
         self.sample()
-        self._thread.start()
+        if thread:
+            self._thread.start()
         return self
 
     def stop(self) -> None:
@@ -168,16 +184,24 @@ def tree_rss(proc: psutil.Process | None = None) -> int:
     until it execs, and its RSS would count them a second time."""
     proc = proc or psutil.Process()
     try:
-        rss = proc.memory_info().rss
+        return proc.memory_info().rss + children_uss(proc)
+    except psutil.Error:
+        return 0
+
+
+def children_uss(proc: psutil.Process) -> int:
+    """The unique set size of a process's children, recursively (0 when it has none)."""
+    try:
         children = proc.children(recursive=True)
     except psutil.Error:
         return 0
+    uss = 0
     for child in children:
         try:
-            rss += child.memory_full_info().uss
+            uss += child.memory_full_info().uss
         except psutil.Error:
             pass
-    return rss
+    return uss
 
 
 def rng_fingerprint() -> dict:
@@ -270,10 +294,22 @@ class MetricsRecorder(TrainerCallback):
     never padded and the dataloader drops a partial last batch, so every optimizer step sees
     micro_batch x accumulation x world_size x block tokens. Storage writes inside the same windows
     are what NVMe offload writes (checkpoints are saved outside them).
+
+    ``per_step`` False switches the per-step work off (timing windows, storage counters, device
+    syncs, memory readings, metrics.jsonl) and keeps only the training wall time, ``train_s``: the
+    "off" side of benchmarks/overhead.py, which measures what the recorder costs.
     """
 
-    def __init__(self, path: str | Path, tokens_per_step: int, sampler: MemorySampler, is_main: bool = True):
+    def __init__(
+        self,
+        path: str | Path,
+        tokens_per_step: int,
+        sampler: MemorySampler,
+        is_main: bool = True,
+        per_step: bool = True,
+    ):
         self.path = Path(path)
+        self.per_step = per_step
         self.tokens_per_step = tokens_per_step
         self.sampler = sampler
         self.is_main = is_main
@@ -295,11 +331,16 @@ class MetricsRecorder(TrainerCallback):
         self._train0 = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):
+        if not self.per_step:
+            return
         synchronize()
         self._io0 = io_write_bytes()
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        if not self.per_step:
+            self.steps += 1
+            return
         synchronize()
         dt = time.perf_counter() - self._t0
         self.io_bytes += io_write_bytes() - self._io0
@@ -309,9 +350,12 @@ class MetricsRecorder(TrainerCallback):
         self._interval_steps += 1
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs or self._interval_steps == 0:
+        if not logs or "loss" not in logs:
             return
-        self.sampler.sample()
+        self.last_loss = float(logs["loss"])
+        if self._interval_steps == 0:
+            return
+        self.sampler.sample(children=False)  # the thread scans for children; this is the step's own reading
         row = {
             "step": state.global_step,
             "loss": float(logs["loss"]),
@@ -335,4 +379,5 @@ class MetricsRecorder(TrainerCallback):
 
     @property
     def tokens_per_s(self) -> float | None:
-        return self.tokens_per_step * self.steps / self.step_s if self.step_s > 0 else None
+        seconds = self.step_s if self.per_step else self.train_s
+        return self.tokens_per_step * self.steps / seconds if seconds > 0 else None

@@ -9,6 +9,7 @@ and ``checkpoints/`` (resume points, removed after a successful run).
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -93,9 +94,12 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     else:
         partial.unlink(missing_ok=True)
         shutil.rmtree(out / "model", ignore_errors=True)
-    sampler = MemorySampler().start()
+    # OFFLOADBENCH_RECORDER=off (benchmarks/overhead.py only) trains without the sampling thread and
+    # the per-step measurements, to measure what they cost; the summary says so.
+    recording = os.environ.get("OFFLOADBENCH_RECORDER", "on") != "off"
+    sampler = MemorySampler().start(thread=recording)
     tokens_per_step = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * world_size * block
-    recorder = MetricsRecorder(partial, tokens_per_step, sampler, is_main)
+    recorder = MetricsRecorder(partial, tokens_per_step, sampler, is_main, per_step=recording)
     # pin_memory needs an accelerator; on a CPU-only machine it raises.
     copies = ActivationCopies(pin_memory=device == "cuda") if tr["activation_offload"] else None
     trainer = make_trainer(model, data, args, recorder, copies)
@@ -140,6 +144,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         wall_s=time.perf_counter() - t0,
         train_s=recorder.train_s,
         tokens_per_s=recorder.tokens_per_s,
+        recorder="on" if recording else "off",
         train_batch_size=train_batch_size(trainer, tr, world_size),
         host_rss_baseline_bytes=host_rss_baseline,
         host_rss_peak_bytes=sampler.host_rss_peak,

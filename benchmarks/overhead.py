@@ -1,0 +1,98 @@
+"""What does measuring cost? The training rule with its recorder on and off, on the same runs.
+
+    make run                                  # the default workflow prepares data and base models
+    .venv/bin/python benchmarks/overhead.py   # 5 alternating repeats of 4 runs, ~8 minutes on 2 cores
+    .venv/bin/python benchmarks/overhead.py --runs lora --repeats 9 --out results/reference/default/overhead.json
+
+"On" is the run as the workflow trains it: the memory sampler's thread (50 ms ticks), the per-step
+timing windows with their device syncs and storage counters, and a metrics.jsonl line per step.
+"Off" is the same ``python -m offloadbench.train`` with OFFLOADBENCH_RECORDER=off: no thread and
+none of the per-step work (training/recorder.py). Both sides are timed the same way, the wall time
+of ``trainer.train()`` (summary.json ``train_s``: every step, logging and checkpoint saves), each
+in a fresh process, alternating on/off so that a slow minute of the machine hits both alike.
+
+Per run: the median ``train_s`` of each side with its range, and the overhead, on / off - 1 of the
+medians, with its 95% bootstrap interval over the repeats (offloadbench.speed.ratio_interval). The
+goal is at most 3%, judged on the interval: met (all of it at most 3%), missed (all of it above),
+undecided (it straddles 3%: too noisy for this many repeats). Exit status 0 / 1 / 3 for all met /
+one missed / none missed but one undecided; 2 when the inputs are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from throughput import REPO, rule_summary, workflow_inputs
+
+from offloadbench import speed
+from offloadbench.env import cpu_model, prepare_process, versions
+from offloadbench.resolve import resolve_spec
+
+GOAL = 0.03  # at most 3% of the training time
+
+
+def judge(on: list[float], off: list[float]) -> dict:
+    ratio, low, high = speed.ratio_interval(on, off)
+    verdict = "met" if high - 1 <= GOAL else "missed" if low - 1 > GOAL else "undecided"
+    return {"overhead": ratio - 1, "overhead_low": low - 1, "overhead_high": high - 1, "verdict": verdict}
+
+
+def row_text(row: dict) -> str:
+    on, off = row["on_train_s"], row["off_train_s"]
+    return (
+        f"{row['run']:16s} on {statistics.median(on):6.2f} s [{min(on):.2f}-{max(on):.2f}]"
+        f"   off {statistics.median(off):6.2f} s [{min(off):.2f}-{max(off):.2f}]"
+        f"   overhead {100 * row['overhead']:+.1f}% (95% {100 * row['overhead_low']:+.1f}% to "
+        f"{100 * row['overhead_high']:+.1f}%, n={len(on)})   {row['verdict']}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", nargs="+", default=["full", "lora", "qlora", "qlora_offload"])
+    parser.add_argument("--repeats", type=int, default=5, help="alternating on/off pairs per run (at least 3)")
+    parser.add_argument("--results", type=Path, default=REPO / "results", help="the workflow's results folder")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table as JSON here")
+    args = parser.parse_args()
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3: fewer give no interval to judge the overhead on")
+    prepare_process()
+    found = workflow_inputs(args.runs, args.results)
+    if found is None:
+        return 2
+    data_dir, specs = found
+    rows = []
+    for name, spec in specs.items():
+        spec = resolve_spec(spec)
+        on, off = [], []
+        for _ in range(args.repeats):
+            for side, env in ((on, {}), (off, {"OFFLOADBENCH_RECORDER": "off"})):
+                summary = rule_summary(spec, data_dir, env)
+                assert summary["recorder"] == ("off" if env else "on"), summary["recorder"]
+                side.append(summary["train_s"])
+        rows.append({"run": name, "on_train_s": on, "off_train_s": off, **judge(on, off)})
+        print(row_text(rows[-1]), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "command": " ".join(sys.argv),
+            "threads": os.cpu_count(),
+            "cpu": cpu_model(),
+            "versions": versions(),
+            "date": time.strftime("%Y-%m-%d"),
+            "goal": GOAL,
+            "rows": rows,
+        }
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    verdicts = {r["verdict"] for r in rows}
+    return 1 if "missed" in verdicts else 3 if "undecided" in verdicts else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
