@@ -104,7 +104,7 @@ def plant_canaries(workdir: Path) -> dict:
     for folder in CANARY_FOLDERS:
         (workdir / folder).mkdir(parents=True, exist_ok=True)
         (workdir / folder / "canary.txt").write_text(CANARY)
-    runs = load_config(TINY)["runs"]
+    runs = [r for r in load_config(TINY)["runs"] if "repeat_of" not in r]  # repeats are generated
     for run in runs:
         if run.get("nvme_dir"):
             run["nvme_dir"] = str(workdir / "fast-disk")

@@ -74,7 +74,7 @@ def test_main_writes_every_table_format_and_the_provenance_page(runs_dir, tmp_pa
     spec = json.dumps({"runs": ["lora", "qlora_offload", "full"], "baseline_run": "lora", "profile": "test"})
     assert main(["--spec", spec, "--runs-dir", str(runs_dir), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{stem}.{ext}" for stem in ("comparison", "relative") for ext in ("csv", "md", "tex", "html")]
+        [f"{stem}.{ext}" for stem in ("comparison", "relative", "seeds") for ext in ("csv", "md", "tex", "html")]
         + ["provenance.html", "paper.tex"]
     )
     page = (out / "comparison.html").read_text()
@@ -107,3 +107,41 @@ def test_memory_table_sets_prediction_beside_measurement_and_keeps_runs_without_
     assert row["host ratio"] == 1.1 and pd.isna(row["NVMe written measured (GiB)"])
     assert row["DeepSpeed est. host (GiB)"] == 200
     assert pd.isna(table.loc["full", "GPU predicted (GiB)"])  # no memory file: the row stays, empty
+
+
+def test_seed_repeats_get_their_median_range_and_n(tmp_path):
+    from offloadbench.seeds import seeds_table, spread_text
+
+    write_run(tmp_path, "lora", eval_loss=2.0, eval_ppl=7.389)
+    write_run(tmp_path, "lora.s2", eval_loss=2.2, eval_ppl=9.025)
+    write_run(tmp_path, "lora.s3", status="failed", eval_loss=None, eval_ppl=None)
+    write_run(tmp_path, "full", method="full", eval_loss=1.5)
+    table = comparison(["full", "lora", "lora.s2", "lora.s3"], tmp_path)
+    seeds = seeds_table(table, {"lora": ["lora", "lora.s2", "lora.s3"]})
+    loss = seeds[seeds["metric"] == "eval loss"].iloc[0]
+    assert loss["run"] == "lora" and (loss["n"], loss["of"]) == (2, 3), "a failed seed is counted, not averaged"
+    assert loss["median"] == pytest.approx(2.1) and (loss["min"], loss["max"]) == (2.0, 2.2)
+    assert loss["range"] == pytest.approx(0.2)
+    assert set(seeds["run"]) == {"lora"}, "only repeated runs"
+    assert spread_text(seeds, "lora", "eval loss") == "2.100 [2.000–2.200], n = 2"
+    assert spread_text(seeds, "full", "eval loss") is None
+
+
+def test_the_seeds_table_is_written_with_or_without_repeats(tmp_path):
+    runs = tmp_path / "runs"
+    for name, loss in (("lora", 2.0), ("lora.s2", 2.3)):
+        write_run(runs, name, eval_loss=loss)
+    spec = {
+        "runs": ["lora", "lora.s2"],
+        "baseline_run": "lora",
+        "profile": "t",
+        "repeats": {"lora": ["lora", "lora.s2"]},
+    }
+    assert main(["--spec", json.dumps(spec), "--runs-dir", str(runs), "--out", str(tmp_path / "t")]) == 0
+    seeds = pd.read_csv(tmp_path / "t" / "seeds.csv")
+    assert seeds.loc[seeds["metric"] == "eval loss", "median"].item() == pytest.approx(2.15)
+    assert "lora.s2" in (tmp_path / "t" / "seeds.html").read_text()
+    del spec["repeats"]
+    assert main(["--spec", json.dumps(spec), "--runs-dir", str(runs), "--out", str(tmp_path / "u")]) == 0
+    assert pd.read_csv(tmp_path / "u" / "seeds.csv").empty
+    assert "No seed repeats" in (tmp_path / "u" / "seeds.html").read_text()

@@ -280,3 +280,42 @@ def test_bad_sweep_is_rejected_naming_the_key(case):
         load_config(overrides={**SWEEP, **override, "sweep": {**SWEEP["sweep"], **override.get("sweep", {})}})
     for word in words:
         assert word in str(err.value), f"{case}: {word!r} not in {err.value}"
+
+
+def test_seed_repeats_expand_into_runs_that_differ_only_by_the_seed():
+    from offloadbench.spec import declared_runs, repeats_of
+
+    default = load_config()
+    own = [r for r in default["runs"] if "repeat_of" not in r]
+    runs = [{**r, "seeds": 3} if r["name"] == "zero3_offload_nvme" else r for r in own]
+    config = load_config(overrides={"runs": runs})
+    assert repeats_of(config) == {
+        "lora": ["lora", "lora.s2", "lora.s3"],
+        "zero3_offload_nvme": ["zero3_offload_nvme", "zero3_offload_nvme.s2", "zero3_offload_nvme.s3"],
+    }
+    base, third = run_spec(config, "lora"), run_spec(config, "lora.s3")
+    assert third["seed"] == config["seed"] + 2 and third["repeat_of"] == "lora" and "repeat_of" not in base
+    same = {k: v for k, v in third.items() if k not in ("run", "seed", "repeat_of")}
+    assert same == {k: v for k, v in base.items() if k not in ("run", "seed")}, "only the seed differs"
+    assert "lora.s2" in declared_runs(config), "claims judge every seed"
+    dirs = [run_spec(config, r)["nvme_dir"] for r in repeats_of(config)["zero3_offload_nvme"]]
+    assert len(set(dirs)) == 3, "every repeat needs its own swap folder"
+    assert repeats_of(default) == {"lora": ["lora", "lora.s2", "lora.s3"]}, "the default profile's 3 seeds"
+    # A profile with its own runs has only the repeats it asks for.
+    own = load_config(overrides={"runs": [{"name": "short", "method": "full"}], "baseline_run": "short"})
+    assert repeats_of(own) == {} and [r["name"] for r in own["runs"]] == ["short"]
+
+
+@pytest.mark.parametrize(
+    "run, words",
+    [
+        ({"seeds": 0}, ["runs", "seeds"]),
+        ({"seeds": 3, "seed": 7}, ["runs", "seed"]),
+        ({"seeds": 3, "repeat_of": "lora"}, ["runs", "repeat_of"]),
+    ],
+)
+def test_bad_seed_repeats_are_rejected_naming_the_key(run, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides={"runs": [{"name": "short", "method": "full", **run}], "baseline_run": "short"})
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))

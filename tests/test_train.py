@@ -164,7 +164,7 @@ def test_the_training_job_checks_locked_memory_where_it_runs(model_dir, tmp_path
     spec["nvme_dir"] = str(tmp_path / "swap")
     spec = resolve_spec(spec)
     monkeypatch.setattr(lifecycle, "lockable_bytes", lambda: 2**20)  # another machine with a 1 MiB limit
-    with pytest.raises(PreflightError, match=r"locks \d+ MiB .* may lock only 1 MiB"):
+    with pytest.raises(PreflightError, match=r"locks at least \d+ MiB .* may lock only 1 MiB"):
         lifecycle.check_locked_memory(spec, "cpu")
     monkeypatch.setattr(lifecycle, "lockable_bytes", lambda: None)  # unlimited, or CAP_IPC_LOCK
     lifecycle.check_locked_memory(spec, "cpu")

@@ -132,6 +132,8 @@ def test_offload_is_recorded_as_configured(tiny_workflow):
         "zero3_offload_nvme": "params:nvme+optimizer:nvme",
         "lora_mem": "none",
         "qlora_mem": "none",
+        "lora.s2": "none",
+        "lora.s3": "none",
     }
     assert {run: summary(tiny_workflow, run)["offload"] for run in RUNS} == expected
     assert "not supported on CPU" in summary(tiny_workflow, "qlora_paged")["optimizer_fallback"]
@@ -147,6 +149,27 @@ def test_offload_is_recorded_as_configured(tiny_workflow):
     # The run's own swap folder inside the user's nvme_dir is gone; the folder and its file stay.
     assert sorted(p.name for p in (tiny_workflow / "fast-disk").iterdir()) == ["canary.txt"]
     assert not (tiny_workflow / "results" / "runs" / "zero3_offload_nvme" / "nvme_swap.json").exists()
+
+
+def test_seed_repeats_train_with_their_own_seed_and_the_seeds_table_gives_the_spread(tiny_workflow):
+    """lora trains with 3 seeds (configs/config.yaml): the repeats differ from it by the seed only,
+    so their first loss (the base model on other batches, with other initial adapters) differs;
+    results/tables/seeds.csv gives the median, range and n that the tables and C5 use."""
+    import pandas as pd
+
+    runs = ["lora", "lora.s2", "lora.s3"]
+    seeds = [summary(tiny_workflow, r)["spec"]["seed"] for r in runs]
+    assert seeds == [CONFIG["seed"], CONFIG["seed"] + 1, CONFIG["seed"] + 2]
+    first = [metrics(tiny_workflow, r)[0]["loss"] for r in runs]
+    assert len(set(first)) == 3, f"the seeds drew the same batches: {first}"
+    table = pd.read_csv(tiny_workflow / "results" / "tables" / "seeds.csv")
+    loss = table[(table["run"] == "lora") & (table["metric"] == "eval loss")].iloc[0]
+    evals = [summary(tiny_workflow, r)["eval_loss"] for r in runs]
+    assert (loss["n"], loss["of"]) == (3, 3)
+    assert loss["median"] == pytest.approx(sorted(evals)[1]) and loss["range"] == pytest.approx(max(evals) - min(evals))
+    assert loss["range"] > 0, "three seeds, one eval loss: the repeats did not change the seed"
+    comparison = pd.read_csv(tiny_workflow / "results" / "tables" / "comparison.csv").set_index("run")
+    assert list(comparison.loc[runs, "seed"]) == seeds
 
 
 def test_what_was_in_effect_is_observed_not_echoed_from_the_config(tiny_workflow):

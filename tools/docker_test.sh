@@ -283,7 +283,7 @@ if [ "$build_rc" = 0 ]; then
         set -e
         why=$(cat "$refuse/results/logs/resolve/zero3_offload_nvme.log" 2>/dev/null || true)
         if [ "$refuse_rc" != 0 ] && grep -q "may lock only" <<<"$why" && grep -q -- "--cap-add IPC_LOCK" <<<"$why"; then
-            check "NVMe refused without the limit" PASS "exit $refuse_rc before training: $(grep -o 'locks [0-9,]* MiB.*(ulimit -l)' <<<"$why" | head -1)"
+            check "NVMe refused without the limit" PASS "exit $refuse_rc before training: $(grep -o 'locks at least [0-9,]* MiB.*(ulimit -l)' <<<"$why" | head -1)"
         else
             check "NVMe refused without the limit" FAIL "exit $refuse_rc; resolve log: '${why:0:300}' (see $WORK/refuse.log)"
         fi

@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import html
 from .io import atomic_path, write_text
+from .seeds import seeds_table
 from .spec import load_spec
 from .speed import spread, steady_rates
 from .twins import compare_twins
@@ -54,6 +55,7 @@ COLUMNS = {
     "device": ("device", None, None),
     "model size": (lambda s: s["spec"].get("model_size", "base"), None, None),
     "block": (lambda s: s["spec"]["block_size"], 1, 0),
+    "seed": (lambda s: s["spec"]["seed"], 1, 0),
     "params (M)": ("params_total", 1e-6, 2),
     "trainable (M)": ("params_trainable", 1e-6, 3),
     "trainable (%)": (lambda s: 100 * s["params_trainable"] / s["params_total"], 1, 2),
@@ -228,6 +230,7 @@ GROUPS = {
         "device",
         "model size",
         "block",
+        "seed",
         "params (M)",
         "trainable (M)",
         "trainable (%)",
@@ -398,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         RELATIVE_GROUPS,
     )
     write_text(args.out / "provenance.html", provenance_page(spec["runs"], args.runs_dir, spec["profile"]))
+    repeats = spec.get("repeats") or {}
+    write_tables(
+        seeds_table(table, repeats),
+        args.out / "seeds",
+        f"Seed repeats: median, lowest and highest value and n of each repeated run ({spec['profile']} profile)."
+        if repeats
+        else f"No seed repeats in the {spec['profile']} profile (config key repeats).",
+    )
     if args.memory_dir:
         write_memory_table(memory_table(spec["runs"], args.memory_dir), args.out / "memory", spec["profile"])
     print(to_markdown(table), file=sys.stderr)

@@ -61,9 +61,29 @@ def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     errors = schema_errors(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    config = expand_sweep(config)
+    config = expand_runs(config)
     check_config(config)
     return config
+
+
+def expand_runs(config: dict) -> dict:
+    """The config with its generated runs: the seed repeats, then the sweep's points."""
+    return expand_sweep(expand_repeats(config))
+
+
+def expand_repeats(config: dict) -> dict:
+    """The config with its runs' seed repeats: a run with ``seeds: N`` gets N - 1 more runs named
+    <run>.s<k> (k = 2 .. N) that differ from it only by the seed (config seed + k - 1)."""
+    extra = []
+    for template in config["runs"]:
+        for k in range(2, template.get("seeds", 1) + 1):
+            # seed and repeat_of are markers the schema forbids in a config's runs
+            run = {**copy.deepcopy(template), "name": f"{template['name']}.s{k}", "seed": config["seed"] + k - 1}
+            run["repeat_of"] = template["name"]
+            if run.get("nvme_dir"):  # the repeats' swap files must not collide either
+                run["nvme_dir"] = f"{run['nvme_dir']}.s{k}"
+            extra.append(run)
+    return {**config, "runs": config["runs"] + extra}
 
 
 def expand_sweep(config: dict) -> dict:

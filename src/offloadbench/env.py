@@ -79,7 +79,7 @@ def locked_memory_problem(run: str, need: int, limit: int | None) -> str | None:
         return None
     mib = 2**20
     return (
-        f"run {run}: DeepSpeed's NVMe swapper locks {need / mib:,.0f} MiB of host memory for its swap buffers "
+        f"run {run}: DeepSpeed's NVMe swapper locks at least {need / mib:,.0f} MiB of host memory for its swap buffers "
         f"(mlock, whatever pin_memory says), but this process may lock only {limit / mib:,.0f} MiB (ulimit -l) "
         "and lacks CAP_IPC_LOCK, so the run would abort while DeepSpeed sets up. Raise the limit: on a host "
         "`ulimit -l unlimited` (memlock in /etc/security/limits.conf); in Docker `docker run --ulimit "

@@ -91,8 +91,18 @@ def datasets(config: dict) -> dict[str, dict]:
 
 
 def declared_runs(config: dict) -> list[str]:
-    """The profile's own runs, without the sweep's points (claims compare these with the base model)."""
+    """The profile's own runs and their seed repeats, without the sweep's points (claims compare
+    these with the base model)."""
     return [r["name"] for r in config["runs"] if not r.get("sweep_point")]
+
+
+def repeats_of(config: dict) -> dict[str, list[str]]:
+    """Each repeated run with its repeats, itself first: {run: [run, run.s2, ...]} (`repeats`)."""
+    groups: dict[str, list[str]] = {}
+    for r in config["runs"]:
+        if r.get("repeat_of"):
+            groups.setdefault(r["repeat_of"], [r["repeat_of"]]).append(r["name"])
+    return groups
 
 
 def _resolve(defaults: dict, override: dict | None) -> dict:
@@ -118,7 +128,8 @@ def _spec(config: dict, run: dict) -> dict:
         "nvme_dir": run.get("nvme_dir"),
         "world_size": run.get("world_size", 1),
         "num_nodes": run.get("num_nodes", 1),
-        "seed": config["seed"],
+        "seed": run.get("seed", config["seed"]),
+        **({"repeat_of": run["repeat_of"]} if run.get("repeat_of") else {}),
         "training": {**config["training"], **size_training(config, size), **(run.get("training") or {})},
         "lora": _resolve(config["lora"], run.get("lora")),
         "quantization": _resolve(config["quantization"], run.get("quantization")),

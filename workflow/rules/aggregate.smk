@@ -12,6 +12,8 @@ rule aggregate:
         multiext("results/tables/comparison", ".csv", ".md", ".tex"),
         multiext("results/tables/relative", ".csv", ".md", ".tex"),
         "results/tables/paper.tex",
+        multiext("results/tables/seeds", ".csv", ".md", ".tex"),
+        seeds=report("results/tables/seeds.html", caption="../report/seeds.rst", category="2 Tables"),
         comparison=report("results/tables/comparison.html", caption="../report/comparison.rst", category="2 Tables"),
         relative=report("results/tables/relative.html", caption="../report/relative.rst", category="2 Tables"),
         provenance=report("results/tables/provenance.html", caption="../report/provenance.rst", category="6 Provenance"),
@@ -30,6 +32,7 @@ rule aggregate:
                 "baseline_run": config["baseline_run"],
                 "profile": config["profile"],
                 "twin_tolerance": config["twins"]["tolerance"],
+                "repeats": repeats_of(config),
             }
         ),
         out=lambda w, output: os.path.dirname(output.comparison),

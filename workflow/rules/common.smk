@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from offloadbench.config import check_config, expand_sweep, schema_errors
+from offloadbench.config import check_config, expand_runs, schema_errors
 from offloadbench.errors import ConfigError
 from offloadbench.launch import job_resources, launcher_command, omp_threads
 from offloadbench.spec import (
@@ -19,6 +19,7 @@ from offloadbench.spec import (
     model_ref,
     models,
     pretrain_spec,
+    repeats_of,
     repo_path,
     run_dataset,
     run_spec,
@@ -31,7 +32,7 @@ if _errors:
     raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_errors))
 validate(config, "../schemas/config.schema.yaml")
 try:
-    config["runs"] = expand_sweep(config)["runs"]  # the sweep's points become runs like any other
+    config["runs"] = expand_runs(config)["runs"]  # sweep points and seed repeats become runs like any other
     check_config(config)  # also checks the claims file
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}")
