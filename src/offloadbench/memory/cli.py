@@ -20,9 +20,47 @@ from ..config import load_config
 from ..io import write_json
 from ..spec import load_spec
 from .counting import load_model_config
+from .estimate import estimate_profile
 from .predict import compare, predict, predicted_disk_bytes
 from .report import hardware_table
 from .zero import deepspeed_estimate
+
+# ---------------------------------------------------------------------------------------------
+# The hardware table's time estimate, per run
+
+
+def _hours(s: float) -> str:
+    return f"{s / 3600:.2f} h" if s >= 5400 else f"{s / 60:.1f} min"
+
+
+def time_table(profile: dict) -> str:
+    """Markdown: estimate_profile's time per run (steps, the steps speed.py times, seconds per step
+    and what bounds it, training, final evaluation, total) and the NVMe swap each run writes."""
+    lines = [
+        f"Estimated time per run on one {profile['gpu']}, one run after another (a **model estimate, not a "
+        "measurement**; memory.estimate.estimate_profile). Timed steps: the logged steps speed.py judges "
+        "(logging_steps apart, the first 2 left out; a speed verdict needs 5). Not included: downloads, the base "
+        "model's evaluation, loading, saving, op compilation.",
+        "",
+        "| run | steps | timed steps | s/step (bound) | training | eval | total | NVMe swap written |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in profile["runs"].items():
+        if not r["fits"]:
+            lines.append(f"| {name} | {r['steps']} | — | — | — (OOM expected) | — | 0 | — |")
+            continue
+        ev = "—" if r["eval_seconds"] is None else f"{_hours(r['eval_seconds'])} ({r['eval_bound']})"
+        lines.append(
+            f"| {name} | {r['steps']} | {r['timed_steps']} | {r['step_seconds']:.1f} ({r['bound']}) | "
+            f"{_hours(r['seconds'])} | {ev} | {_hours(r['total_seconds'])} | "
+            f"{r['nvme_written_bytes'] / 2**40:.2f} TiB |"
+        )
+    lines.append(
+        f"| **all runs** | | | | | | **{_hours(profile['seconds'])}** | "
+        f"{profile['nvme_written_bytes'] / 2**40:.2f} TiB |"
+    )
+    return "\n".join(lines) + "\n"
+
 
 # ---------------------------------------------------------------------------------------------
 # Command line
@@ -46,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hardware_table:
         config = load_config(*([args.config] if args.config else []))
         sys.stdout.write(hardware_table(config, model_config))
+        sys.stdout.write("\n" + time_table(estimate_profile(config, model_config)))
         return 0
     if not (args.spec and args.out):
         parser.error("--spec and --out are required (or --hardware-table)")
