@@ -280,9 +280,36 @@ def check_twins_agree(claim: dict, runs_dir: Path, all_runs: list[str], toleranc
     )
 
 
+def runs_device(runs_dir: Path, runs: list[str]) -> str | None:
+    """What a claim's runs ran on: cuda if any of them did, cpu if all that left a summary ran on
+    the CPU, None if none did."""
+    devices = {s.get("device") for s in _load(runs_dir, runs).values() if s is not None}
+    if not devices:
+        return None
+    return "cuda" if "cuda" in devices else "cpu"
+
+
+def expectation(claim: dict, device: str | None, profile: str | None) -> dict:
+    """The verdict the claims file expects of `claim` on these runs (its key `expected`: the first
+    entry whose device and profile match), with why; PASS when no entry matches."""
+    for entry in claim.get("expected", []):
+        if all(entry[k] == have for k, have in (("device", device), ("profile", profile)) if k in entry):
+            where = [f"on a {'CPU' if entry['device'] == 'cpu' else 'GPU'}"] if "device" in entry else []
+            where += [f"on the {entry['profile']} profile"] if "profile" in entry else []
+            return {"verdict": entry["verdict"], "why": entry["why"], "when": " ".join(where)}
+    return {"verdict": "PASS", "why": None, "when": None}
+
+
 def check_claims(
-    claims: list[dict], runs_dir: Path, base: dict | None, all_runs: list[str], twin_tolerance: dict | None = None
+    claims: list[dict],
+    runs_dir: Path,
+    base: dict | None,
+    all_runs: list[str],
+    twin_tolerance: dict | None = None,
+    profile: str | None = None,
 ) -> list[dict]:
+    """Each claim's verdict, reason and numbers, and the verdict the claims file expects on these
+    runs' device and this profile (:func:`expectation`): as_expected false flags one that differs."""
     results = []
     for claim in claims:
         if claim["check"] == "at_most":
@@ -296,14 +323,18 @@ def check_claims(
         else:
             raise ValueError(f"claim {claim['id']}: unknown check {claim['check']!r}")
         runs = claim["runs"] if "runs" in claim else [claim["run"], *claim["against"]]
+        runs = all_runs if runs == "all" else runs
+        expected = expectation(claim, runs_device(runs_dir, runs), profile)
         results.append(
             {
                 "id": claim["id"],
                 "statement": claim["statement"],
                 "verdict": verdict,
                 "reason": reason,
-                "runs": all_runs if runs == "all" else runs,
+                "runs": runs,
                 "numbers": numbers,
+                "expected": expected,
+                "as_expected": verdict == expected["verdict"],
             }
         )
     return results
@@ -316,17 +347,50 @@ def _predicted_cell(r: dict) -> str:
     return f"{p['verdict']}: {p['reason']}" if p["verdict"] else p["reason"]
 
 
+def expected_note(r: dict) -> str:
+    """The claims file's expectation for a result, as a reader sees it: "N/A on a CPU: why" or
+    "PASS", led by "unexpected: expected" where the verdict differs; "–" for a result without one."""
+    e = r.get("expected")
+    if not e:
+        return "–"
+    said = e["verdict"] + (f" {e['when']}" if e.get("when") else "") + (f": {e['why']}" if e.get("why") else "")
+    return said if r.get("as_expected", True) else f"unexpected: expected {said}"
+
+
+def unexpected(results: list[dict]) -> list[dict]:
+    return [r for r in results if r.get("expected") and not r.get("as_expected", True)]
+
+
+def _expected_summary(results: list[dict]) -> str:
+    off = unexpected(results)
+    if not any(r.get("expected") for r in results):
+        return ""
+    if not off:
+        return "Every verdict is the one the claims file expects for these runs."
+    which = ", ".join(f"{r['id']} ({r['verdict']}, expected {r['expected']['verdict']})" for r in off)
+    return f"Unexpected: {which}."
+
+
 def to_markdown(profile: str, results: list[dict], predicted_for: str | None = None) -> str:
-    head = "| claim | verdict | statement | why |"
+    head = "| claim | verdict | expected | statement | why |"
     if predicted_for:
         head += " predicted on a GPU |"
     lines = [f"# Claims ({profile} profile)", "", head, "|---" * head.count(" |") + "|"]
     for r in results:
-        row = f"| {r['id']} | **{r['verdict']}** | {r['statement']} | {r['reason']} |"
+        note = expected_note(r)
+        note = f"**{note}**" if r in unexpected(results) else note
+        row = f"| {r['id']} | **{r['verdict']}** | {note} | {r['statement']} | {r['reason']} |"
         lines.append(row + (f" {_predicted_cell(r)} |" if predicted_for else ""))
+    lines += ["", EXPECTED_NOTE + " " + _expected_summary(results)]
     if predicted_for:
         lines += ["", f"Predicted on a GPU: the verdict for the {predicted_for} (not a measurement)."]
     return "\n".join(lines) + "\n"
+
+
+EXPECTED_NOTE = (
+    "Expected: the verdict configs/claims.yaml (key expected) gives for the device these runs used and this "
+    "profile, and why; a claim with no such entry is expected to PASS."
+)
 
 
 def _fmt(key: str, value) -> str:
@@ -364,14 +428,28 @@ def to_html(profile: str, results: list[dict], predicted_for: str | None = None)
         html.paragraph(
             f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A. "
             "PASS and FAIL are judged on the numbers below; N/A means these runs cannot test the claim "
-            "(for example accelerator memory on a CPU-only machine) and says why: nothing is estimated in its place."
+            "(for example accelerator memory on a CPU-only machine) and says why: nothing is estimated in its place. "
+            + EXPECTED_NOTE
         )
     ]
+    if summary := _expected_summary(results):
+        cls = "unexpected" if unexpected(results) else "expected"
+        body.append(f'<p class="{cls}">{html.escape(summary)}</p>')
     for r in results:
         cls = r["verdict"].replace("/", "")
+        e, flag, expected_line = r.get("expected"), "", ""
+        off = bool(e) and not r.get("as_expected", True)
+        if off:
+            flag = f' <span class="unexpected">unexpected: expected {html.escape(e["verdict"])}</span>'
+        elif e and e["verdict"] != "PASS":
+            flag = f' <span class="expected">expected {html.escape(e["when"] or "")}</span>'
+        if e:
+            note = html.escape(expected_note(r))
+            expected_line = "<br><b>Expected.</b> " + (f'<span class="unexpected">{note}</span>' if off else note)
         body.append(
-            f'<h2>{r["id"]}: <span class="{cls}">{r["verdict"]}</span></h2>'
-            f"<p><b>Claim.</b> {html.escape(r['statement'])}<br><b>Why.</b> {html.escape(r['reason'])}<br>"
+            f'<h2>{r["id"]}: <span class="{cls}">{r["verdict"]}</span>{flag}</h2>'
+            f"<p><b>Claim.</b> {html.escape(r['statement'])}<br><b>Why.</b> {html.escape(r['reason'])}"
+            f"{expected_line}<br>"
             f"<b>Runs.</b> {html.escape(', '.join(r['runs']))}"
             + (
                 f"<br><b>Predicted on a GPU</b> (the {html.escape(predicted_for)}; not a measurement). "
@@ -405,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     base = json.loads(args.base.read_text()) if args.base.is_file() else None
     tolerance = load_spec(args.twin_tolerance) if args.twin_tolerance else None
     claims = load_claims(args.claims)
-    results = check_claims(claims, args.runs_dir, base, args.runs, tolerance)
+    results = check_claims(claims, args.runs_dir, base, args.runs, tolerance, args.profile)
     predicted_for = None
     if args.predict:
         predicted = predict_claims(claims, *args.predict, labels=LABELS)
