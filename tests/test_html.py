@@ -8,6 +8,7 @@ these pages), on the pages made from the shipped reference results (results/refe
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -77,3 +78,24 @@ def test_a_table_too_wide_for_the_pane_is_split_into_its_column_groups_each_led_
     for h in heads:  # a group (GPU ..., host ...) stays in one table
         assert len({c.split()[0] for c in h[1:]}) * 3 == len(h) - 1
     assert len(html.min_width_px(html.table(df[["run", *list(cols)[:3]]]))) == 1, "a table that fits stays one table"
+
+
+RAW_KEY = re.compile(r"\b(?:\w+_bytes|tokens_per_s|eval_ppl|eval_loss)\b")
+
+
+def test_the_claims_page_names_numbers_in_words_not_summary_keys(pages):
+    """claims.html's numbers read "host memory above the runtime baseline: a / b", "accelerator
+    memory", "eval perplexity", not host_rss_above_baseline_bytes, accelerator_bytes, eval_ppl."""
+    text = re.sub(r"<[^>]+>", " ", pages["claims"])
+    assert not RAW_KEY.findall(text), sorted(set(RAW_KEY.findall(text)))
+    assert "host memory above the runtime baseline: zero3_offload_nvme / zero3_offload_cpu" in text
+    assert "accelerator memory" in text and "full: predicted accelerator peak" in text
+    assert "drop below the base model = 59.0%" in text, "a drop in per cent, as the claim's reason gives it"
+    assert "zero3_offload_cpu = 3.59 GiB" in text, "GiB with 2 decimals, as in the comparison table"
+    assert "timed steps = 5, 5" in text and "[5, 5]" not in text
+
+
+def test_claims_md_names_no_summary_keys():
+    doc = json.loads((REF / "claims.json").read_text())
+    md = claims.to_markdown(doc["profile"], doc["claims"], doc["predicted_for"])
+    assert not RAW_KEY.findall(md), sorted(set(RAW_KEY.findall(md)))

@@ -393,30 +393,66 @@ EXPECTED_NOTE = (
 )
 
 
-def _fmt(key: str, value) -> str:
+# What a reader sees for the other keys of a claim's numbers (claims.json keeps the keys as they are).
+NUMBER_LABELS = {
+    "accelerator_bytes": "accelerator memory",
+    "predicted accelerator bytes": "predicted accelerator peak",
+    "steps": "timed steps",
+    "drop": "drop below the base model",
+    "base": "base model",
+}
+
+
+def label(key: str) -> str:
+    """A key of a claim's numbers in words: "host_rss_above_baseline_bytes: a / b" reads "host
+    memory above the runtime baseline: a / b", "full: predicted accelerator bytes" "full:
+    predicted accelerator peak"; a run name or a key already in words is left as it is."""
+    head, sep, tail = key.partition(": ")
+    if sep and head in LABELS:
+        return f"{LABELS[head]}: {tail}"
+    if sep and tail in NUMBER_LABELS:
+        return f"{head}: {NUMBER_LABELS[tail]}"
+    return LABELS.get(key) or NUMBER_LABELS.get(key) or key
+
+
+def _fmt(key: str, value, sub: str = "") -> str:
+    """A value of a claim's numbers in the comparison table's format: memory in GiB with 2 decimals,
+    tokens/s whole, perplexity with 1 decimal, a drop in per cent, a loss difference as 1.0e-05."""
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(key, v, sub) for v in value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return html.escape(str(value))
     if "bytes" in key:
-        return f"{value / 2**30:,.3f} GiB"
-    if value and abs(value) < 1e-2:  # a loss difference between twins: 1e-7 to 1e-3
+        return f"{value / 2**30:,.2f} GiB"
+    if sub == "drop":
+        return f"{value:.1%}"
+    if sub == "steps":
+        return f"{value:,}"
+    if "tokens_per_s" in key:
+        return f"{value:,.0f}"
+    if "ppl" in key or "ppl" in sub:
+        return f"{value:,.1f}"
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-2:  # a loss difference between twins: 1e-7 to 1e-3
         return f"{value:.1e}"
-    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
 
 
 def _numbers_html(numbers: dict) -> str:
-    """A claim's numbers as a small table: one row per comparison (or per run)."""
+    """A claim's numbers as a small table: one row per comparison (or per run), keys in words."""
     rows = []
+    # below_base's "base" is the base model's value of the metric its runs' entries name
+    metric = next((k for v in numbers.values() if isinstance(v, dict) for k in v if k in LABELS), "")
     for key, value in numbers.items():
         if isinstance(value, dict):
-            cells = ", ".join(f"{k} = {_fmt(key, v)}" for k, v in value.items() if k != "ratio")
+            cells = ", ".join(f"{html.escape(label(k))} = {_fmt(key, v, k)}" for k, v in value.items() if k != "ratio")
             ratio = f"{value['ratio']:.3f}" if isinstance(value.get("ratio"), int | float) else "–"
-            rows.append(
-                f'<tr><td class="text">{html.escape(key)}</td><td class="text">{cells}</td><td>{ratio}</td></tr>'
-            )
         else:
-            rows.append(
-                f'<tr><td class="text">{html.escape(key)}</td><td class="text">{_fmt(key, value)}</td><td>–</td></tr>'
-            )
+            cells, ratio = _fmt(key, value, metric if key == "base" else ""), "–"
+        rows.append(
+            f'<tr><td class="text">{html.escape(label(key))}</td><td class="text">{cells}</td><td>{ratio}</td></tr>'
+        )
     head = '<tr><th class="text">compared</th><th class="text">values</th><th>ratio</th></tr>'
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
