@@ -226,3 +226,73 @@ def test_c5_needs_the_drop_it_names_so_a_run_that_barely_trained_fails(tmp_path)
     assert c5["numbers"]["lora"]["drop"] == pytest.approx(0.01)
     ok = verdicts(gpu_runs(tmp_path / "ok", full={"status": "ok", "eval_ppl": 9.0}))["C5"]
     assert ok["verdict"] == "PASS" and "drops from 55.0% (full) to 62.5% (" in ok["reason"], ok["reason"]
+
+
+def test_claims_expected_not_to_pass_on_a_cpu_say_so_and_why(tmp_path):
+    """The default profile on a CPU: C1-C3 are N/A, as configs/claims.yaml expects, and claims.md and
+    claims.html say why beside the verdict; nothing is flagged."""
+    from offloadbench.claims import to_html, to_markdown
+
+    runs_dir = gpu_runs(tmp_path, **{r: {"device": "cpu", "gpu_allocated_peak_bytes": None} for r in RUNS})
+    results = check_claims(CLAIMS, runs_dir, BASE, RUNS, profile="default")
+    by_id = {r["id"]: r for r in results}
+    for cid in ("C1", "C2", "C3"):
+        assert by_id[cid]["verdict"] == "N/A" and by_id[cid]["as_expected"], by_id[cid]
+        assert by_id[cid]["expected"]["verdict"] == "N/A" and by_id[cid]["expected"]["when"] == "on a CPU"
+    assert by_id["C4"]["expected"] == {"verdict": "PASS", "why": None, "when": None} and by_id["C4"]["as_expected"]
+    md = to_markdown("default", results)
+    assert "| expected |" in md
+    assert "| C1 | **N/A** | N/A on a CPU: no GPU, so no accelerator memory is measured" in md
+    assert "no host-device copy whose cost the claim is about" in md
+    page = to_html("default", results)
+    assert "<b>Expected.</b> N/A on a CPU: no GPU" in page
+    for cid in ("C1", "C2", "C3"):
+        assert f'<h2>{cid}: <span class="NA">N/A</span> <span class="expected">expected on a CPU</span></h2>' in page
+
+
+def test_a_verdict_other_than_the_expected_one_is_flagged_unexpected(tmp_path):
+    """The default profile on a GPU: its 1.8 M-parameter full run fits, so C3 is expected to FAIL.
+    A fake result where full ran out of accelerator memory PASSes C3, which must stand out; so must a
+    claim expected to PASS that did not (C5 here, full did not finish)."""
+    from offloadbench.claims import to_html, to_markdown
+
+    results = check_claims(CLAIMS, gpu_runs(tmp_path), BASE, RUNS, profile="default")
+    by_id = {r["id"]: r for r in results}
+    assert by_id["C3"]["verdict"] == "PASS" and by_id["C3"]["expected"]["verdict"] == "FAIL"
+    assert by_id["C3"]["as_expected"] is False
+    assert by_id["C5"]["verdict"] == "N/A" and by_id["C5"]["as_expected"] is False
+    assert by_id["C1"]["as_expected"] and by_id["C1"]["expected"]["verdict"] == "PASS", "on a GPU C1 should PASS"
+    md = to_markdown("default", results)
+    assert "| C3 | **PASS** | **unexpected: expected FAIL on a GPU on the default profile: the default" in md
+    assert "Unexpected: C3 (PASS, expected FAIL), C5 (N/A, expected PASS)" in md
+    page = to_html("default", results)
+    assert 'C3: <span class="PASS">PASS</span> <span class="unexpected">unexpected: expected FAIL</span>' in page
+    assert '<p class="unexpected">Unexpected: C3 (PASS, expected FAIL)' in page
+    # the paper profile has no memory-scale pair: C7's N/A is expected there
+    paper = {r["id"]: r for r in check_claims(CLAIMS, gpu_runs(tmp_path / "paper"), BASE, RUNS, profile="paper")}
+    assert paper["C7"]["verdict"] == "N/A" and paper["C7"]["as_expected"]
+    assert paper["C3"]["as_expected"], "the default profile's expected FAIL is not the paper profile's"
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"device": "cpu", "verdict": "PASS", "why": "x"},  # PASS is what no entry means
+        {"device": "tpu", "verdict": "N/A", "why": "x"},
+        {"verdict": "N/A", "why": "on every machine"},  # neither device nor profile
+        {"device": "cpu", "verdict": "N/A"},  # no why
+    ],
+)
+def test_the_claims_schema_checks_expected_entries(tmp_path, entry):
+    from offloadbench.claims_file import load_claims
+    from offloadbench.errors import ConfigError
+
+    doc = {"claims": [{**BY_ID["C1"], "expected": [entry]}]}
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="expected"):
+        load_claims(path)
+    path.write_text(
+        yaml.safe_dump({"claims": [{**BY_ID["C1"], "expected": [{"device": "cpu", "verdict": "N/A", "why": "x"}]}]})
+    )
+    assert load_claims(path)[0]["expected"][0]["verdict"] == "N/A"

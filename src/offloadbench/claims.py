@@ -280,9 +280,36 @@ def check_twins_agree(claim: dict, runs_dir: Path, all_runs: list[str], toleranc
     )
 
 
+def runs_device(runs_dir: Path, runs: list[str]) -> str | None:
+    """What a claim's runs ran on: cuda if any of them did, cpu if all that left a summary ran on
+    the CPU, None if none did."""
+    devices = {s.get("device") for s in _load(runs_dir, runs).values() if s is not None}
+    if not devices:
+        return None
+    return "cuda" if "cuda" in devices else "cpu"
+
+
+def expectation(claim: dict, device: str | None, profile: str | None) -> dict:
+    """The verdict the claims file expects of `claim` on these runs (its key `expected`: the first
+    entry whose device and profile match), with why; PASS when no entry matches."""
+    for entry in claim.get("expected", []):
+        if all(entry[k] == have for k, have in (("device", device), ("profile", profile)) if k in entry):
+            where = [f"on a {'CPU' if entry['device'] == 'cpu' else 'GPU'}"] if "device" in entry else []
+            where += [f"on the {entry['profile']} profile"] if "profile" in entry else []
+            return {"verdict": entry["verdict"], "why": entry["why"], "when": " ".join(where)}
+    return {"verdict": "PASS", "why": None, "when": None}
+
+
 def check_claims(
-    claims: list[dict], runs_dir: Path, base: dict | None, all_runs: list[str], twin_tolerance: dict | None = None
+    claims: list[dict],
+    runs_dir: Path,
+    base: dict | None,
+    all_runs: list[str],
+    twin_tolerance: dict | None = None,
+    profile: str | None = None,
 ) -> list[dict]:
+    """Each claim's verdict, reason and numbers, and the verdict the claims file expects on these
+    runs' device and this profile (:func:`expectation`): as_expected false flags one that differs."""
     results = []
     for claim in claims:
         if claim["check"] == "at_most":
@@ -296,14 +323,18 @@ def check_claims(
         else:
             raise ValueError(f"claim {claim['id']}: unknown check {claim['check']!r}")
         runs = claim["runs"] if "runs" in claim else [claim["run"], *claim["against"]]
+        runs = all_runs if runs == "all" else runs
+        expected = expectation(claim, runs_device(runs_dir, runs), profile)
         results.append(
             {
                 "id": claim["id"],
                 "statement": claim["statement"],
                 "verdict": verdict,
                 "reason": reason,
-                "runs": all_runs if runs == "all" else runs,
+                "runs": runs,
                 "numbers": numbers,
+                "expected": expected,
+                "as_expected": verdict == expected["verdict"],
             }
         )
     return results
@@ -316,43 +347,112 @@ def _predicted_cell(r: dict) -> str:
     return f"{p['verdict']}: {p['reason']}" if p["verdict"] else p["reason"]
 
 
+def expected_note(r: dict) -> str:
+    """The claims file's expectation for a result, as a reader sees it: "N/A on a CPU: why" or
+    "PASS", led by "unexpected: expected" where the verdict differs; "–" for a result without one."""
+    e = r.get("expected")
+    if not e:
+        return "–"
+    said = e["verdict"] + (f" {e['when']}" if e.get("when") else "") + (f": {e['why']}" if e.get("why") else "")
+    return said if r.get("as_expected", True) else f"unexpected: expected {said}"
+
+
+def unexpected(results: list[dict]) -> list[dict]:
+    return [r for r in results if r.get("expected") and not r.get("as_expected", True)]
+
+
+def _expected_summary(results: list[dict]) -> str:
+    off = unexpected(results)
+    if not any(r.get("expected") for r in results):
+        return ""
+    if not off:
+        return "Every verdict is the one the claims file expects for these runs."
+    which = ", ".join(f"{r['id']} ({r['verdict']}, expected {r['expected']['verdict']})" for r in off)
+    return f"Unexpected: {which}."
+
+
 def to_markdown(profile: str, results: list[dict], predicted_for: str | None = None) -> str:
-    head = "| claim | verdict | statement | why |"
+    head = "| claim | verdict | expected | statement | why |"
     if predicted_for:
         head += " predicted on a GPU |"
     lines = [f"# Claims ({profile} profile)", "", head, "|---" * head.count(" |") + "|"]
     for r in results:
-        row = f"| {r['id']} | **{r['verdict']}** | {r['statement']} | {r['reason']} |"
+        note = expected_note(r)
+        note = f"**{note}**" if r in unexpected(results) else note
+        row = f"| {r['id']} | **{r['verdict']}** | {note} | {r['statement']} | {r['reason']} |"
         lines.append(row + (f" {_predicted_cell(r)} |" if predicted_for else ""))
+    lines += ["", EXPECTED_NOTE + " " + _expected_summary(results)]
     if predicted_for:
         lines += ["", f"Predicted on a GPU: the verdict for the {predicted_for} (not a measurement)."]
     return "\n".join(lines) + "\n"
 
 
-def _fmt(key: str, value) -> str:
+EXPECTED_NOTE = (
+    "Expected: the verdict configs/claims.yaml (key expected) gives for the device these runs used and this "
+    "profile, and why; a claim with no such entry is expected to PASS."
+)
+
+
+# What a reader sees for the other keys of a claim's numbers (claims.json keeps the keys as they are).
+NUMBER_LABELS = {
+    "accelerator_bytes": "accelerator memory",
+    "predicted accelerator bytes": "predicted accelerator peak",
+    "steps": "timed steps",
+    "drop": "drop below the base model",
+    "base": "base model",
+}
+
+
+def label(key: str) -> str:
+    """A key of a claim's numbers in words: "host_rss_above_baseline_bytes: a / b" reads "host
+    memory above the runtime baseline: a / b", "full: predicted accelerator bytes" "full:
+    predicted accelerator peak"; a run name or a key already in words is left as it is."""
+    head, sep, tail = key.partition(": ")
+    if sep and head in LABELS:
+        return f"{LABELS[head]}: {tail}"
+    if sep and tail in NUMBER_LABELS:
+        return f"{head}: {NUMBER_LABELS[tail]}"
+    return LABELS.get(key) or NUMBER_LABELS.get(key) or key
+
+
+def _fmt(key: str, value, sub: str = "") -> str:
+    """A value of a claim's numbers in the comparison table's format: memory in GiB with 2 decimals,
+    tokens/s whole, perplexity with 1 decimal, a drop in per cent, a loss difference as 1.0e-05."""
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(key, v, sub) for v in value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return html.escape(str(value))
     if "bytes" in key:
-        return f"{value / 2**30:,.3f} GiB"
-    if value and abs(value) < 1e-2:  # a loss difference between twins: 1e-7 to 1e-3
+        return f"{value / 2**30:,.2f} GiB"
+    if sub == "drop":
+        return f"{value:.1%}"
+    if sub == "steps":
+        return f"{value:,}"
+    if "tokens_per_s" in key:
+        return f"{value:,.0f}"
+    if "ppl" in key or "ppl" in sub:
+        return f"{value:,.1f}"
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-2:  # a loss difference between twins: 1e-7 to 1e-3
         return f"{value:.1e}"
-    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
 
 
 def _numbers_html(numbers: dict) -> str:
-    """A claim's numbers as a small table: one row per comparison (or per run)."""
+    """A claim's numbers as a small table: one row per comparison (or per run), keys in words."""
     rows = []
+    # below_base's "base" is the base model's value of the metric its runs' entries name
+    metric = next((k for v in numbers.values() if isinstance(v, dict) for k in v if k in LABELS), "")
     for key, value in numbers.items():
         if isinstance(value, dict):
-            cells = ", ".join(f"{k} = {_fmt(key, v)}" for k, v in value.items() if k != "ratio")
+            cells = ", ".join(f"{html.escape(label(k))} = {_fmt(key, v, k)}" for k, v in value.items() if k != "ratio")
             ratio = f"{value['ratio']:.3f}" if isinstance(value.get("ratio"), int | float) else "–"
-            rows.append(
-                f'<tr><td class="text">{html.escape(key)}</td><td class="text">{cells}</td><td>{ratio}</td></tr>'
-            )
         else:
-            rows.append(
-                f'<tr><td class="text">{html.escape(key)}</td><td class="text">{_fmt(key, value)}</td><td>–</td></tr>'
-            )
+            cells, ratio = _fmt(key, value, metric if key == "base" else ""), "–"
+        rows.append(
+            f'<tr><td class="text">{html.escape(label(key))}</td><td class="text">{cells}</td><td>{ratio}</td></tr>'
+        )
     head = '<tr><th class="text">compared</th><th class="text">values</th><th>ratio</th></tr>'
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -364,14 +464,28 @@ def to_html(profile: str, results: list[dict], predicted_for: str | None = None)
         html.paragraph(
             f"{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A. "
             "PASS and FAIL are judged on the numbers below; N/A means these runs cannot test the claim "
-            "(for example accelerator memory on a CPU-only machine) and says why: nothing is estimated in its place."
+            "(for example accelerator memory on a CPU-only machine) and says why: nothing is estimated in its place. "
+            + EXPECTED_NOTE
         )
     ]
+    if summary := _expected_summary(results):
+        cls = "unexpected" if unexpected(results) else "expected"
+        body.append(f'<p class="{cls}">{html.escape(summary)}</p>')
     for r in results:
         cls = r["verdict"].replace("/", "")
+        e, flag, expected_line = r.get("expected"), "", ""
+        off = bool(e) and not r.get("as_expected", True)
+        if off:
+            flag = f' <span class="unexpected">unexpected: expected {html.escape(e["verdict"])}</span>'
+        elif e and e["verdict"] != "PASS":
+            flag = f' <span class="expected">expected {html.escape(e["when"] or "")}</span>'
+        if e:
+            note = html.escape(expected_note(r))
+            expected_line = "<br><b>Expected.</b> " + (f'<span class="unexpected">{note}</span>' if off else note)
         body.append(
-            f'<h2>{r["id"]}: <span class="{cls}">{r["verdict"]}</span></h2>'
-            f"<p><b>Claim.</b> {html.escape(r['statement'])}<br><b>Why.</b> {html.escape(r['reason'])}<br>"
+            f'<h2>{r["id"]}: <span class="{cls}">{r["verdict"]}</span>{flag}</h2>'
+            f"<p><b>Claim.</b> {html.escape(r['statement'])}<br><b>Why.</b> {html.escape(r['reason'])}"
+            f"{expected_line}<br>"
             f"<b>Runs.</b> {html.escape(', '.join(r['runs']))}"
             + (
                 f"<br><b>Predicted on a GPU</b> (the {html.escape(predicted_for)}; not a measurement). "
@@ -405,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     base = json.loads(args.base.read_text()) if args.base.is_file() else None
     tolerance = load_spec(args.twin_tolerance) if args.twin_tolerance else None
     claims = load_claims(args.claims)
-    results = check_claims(claims, args.runs_dir, base, args.runs, tolerance)
+    results = check_claims(claims, args.runs_dir, base, args.runs, tolerance, args.profile)
     predicted_for = None
     if args.predict:
         predicted = predict_claims(claims, *args.predict, labels=LABELS)
