@@ -296,3 +296,29 @@ def test_the_claims_schema_checks_expected_entries(tmp_path, entry):
         yaml.safe_dump({"claims": [{**BY_ID["C1"], "expected": [{"device": "cpu", "verdict": "N/A", "why": "x"}]}]})
     )
     assert load_claims(path)[0]["expected"][0]["verdict"] == "N/A"
+
+
+def test_a_verdict_says_what_it_rests_on_and_c5_gives_the_seed_spread(tmp_path):
+    from offloadbench.claims import check_below_base, rests_on
+
+    base = {"eval_ppl": 100.0}
+    for run, ppl, of in (
+        ("lora", 80.0, None),
+        ("lora.s2", 82.0, "lora"),
+        ("lora.s3", 79.0, "lora"),
+        ("full", 50.0, None),
+    ):
+        spec = {"model_size": "base", **({"repeat_of": of} if of else {})}
+        write_run(tmp_path, run, eval_ppl=ppl, spec=spec)
+    runs = ["full", "lora", "lora.s2", "lora.s3"]
+    claim = {"id": "C5", "check": "below_base", "runs": "all", "metric": "eval_ppl", "min_drop": 0.05}
+    verdict, reason, numbers = check_below_base(claim, tmp_path, base, runs)
+    assert verdict == "PASS" and "over seeds: lora 18.0%–21.0% (n = 3)" in reason
+    assert rests_on(tmp_path, runs, numbers) == "4 runs (lora over 3 seeds)"
+    # One seed that did not learn fails the claim, however good the others are.
+    (tmp_path / "lora.s3").rename(tmp_path / "old")
+    write_run(tmp_path, "lora.s3", eval_ppl=99.0, spec={"model_size": "base", "repeat_of": "lora"})
+    verdict, reason, _ = check_below_base(claim, tmp_path, base, runs)
+    assert verdict == "FAIL" and "lora.s3 (1.0%)" in reason
+    speed = {"tokens_per_s": {"steps": [5, 7], "ratio": 0.5}}
+    assert rests_on(tmp_path, ["full", "lora"], speed) == "2 runs; speed on 5 and 7 timed steps"

@@ -235,10 +235,46 @@ def check_below_base(claim: dict, runs_dir: Path, base: dict | None, all_runs: l
     low, high = min(drops, key=drops.get), max(drops, key=drops.get)
     sizes = f"drops from {drops[low]:.1%} ({low}) to {drops[high]:.1%} ({high})"
     need = f"at least {least:.0%} below" if least else "below"
+    seeds = seed_spread(summaries, drops)
+    note = (f"; over seeds: {seeds}" if seeds else "") + note
     worse = [f"{r} ({drops[r]:.1%})" for r in summaries if not (drops[r] > least if least else drops[r] > 0)]
     if worse:
         return "FAIL", f"{label} not {need} the base model's ({base[metric]:.4g}) for {', '.join(worse)}{note}", numbers
     return "PASS", f"every run's {label} is {need} the base model's ({base[metric]:.4g}): {sizes}{note}", numbers
+
+
+def seed_groups(summaries: dict[str, dict | None]) -> dict[str, list[str]]:
+    """The runs among ``summaries`` that are seed repeats of one run (spec.repeat_of), grouped by
+    that run, itself first; runs without repeats are left out."""
+    groups: dict[str, list[str]] = {}
+    for run, s in summaries.items():
+        of = ((s or {}).get("spec") or {}).get("repeat_of")
+        if of:
+            groups.setdefault(of, [of] if of in summaries else []).append(run)
+    return groups
+
+
+def seed_spread(summaries: dict[str, dict], values: dict[str, float]) -> str:
+    """'lora 12.9%–13.4% (n = 3)' for each repeated run: the range of its seeds' values."""
+    parts = []
+    for run, members in seed_groups(summaries).items():
+        got = [values[m] for m in members if m in values]
+        parts.append(f"{run} {min(got):.1%}–{max(got):.1%} (n = {len(got)})")
+    return "; ".join(parts)
+
+
+def rests_on(runs_dir: Path, runs: list[str], numbers: dict) -> str:
+    """How many runs a verdict rests on, the seeds of repeated ones, and the timed steps of a speed
+    verdict (claims.md's "rests on" column)."""
+    summaries = {r: s for r, s in _load(runs_dir, runs).items() if s is not None}
+    text = f"{len(summaries)} run{'s' * (len(summaries) != 1)}"
+    groups = seed_groups(summaries)
+    if groups:
+        text += " (" + ", ".join(f"{run} over {len(m)} seeds" for run, m in groups.items()) + ")"
+    steps = [v["steps"] for v in numbers.values() if isinstance(v, dict) and isinstance(v.get("steps"), list)]
+    for mine, theirs in steps:  # a speed ratio: the steady steps of the run and of the one it is against
+        text += f"; speed on {mine} and {theirs} timed steps"
+    return text
 
 
 def check_twins_agree(claim: dict, runs_dir: Path, all_runs: list[str], tolerance: dict | None) -> tuple:
@@ -335,6 +371,7 @@ def check_claims(
                 "numbers": numbers,
                 "expected": expected,
                 "as_expected": verdict == expected["verdict"],
+                "rests_on": rests_on(runs_dir, runs, numbers),
             }
         )
     return results
@@ -372,14 +409,15 @@ def _expected_summary(results: list[dict]) -> str:
 
 
 def to_markdown(profile: str, results: list[dict], predicted_for: str | None = None) -> str:
-    head = "| claim | verdict | expected | statement | why |"
+    head = "| claim | verdict | expected | statement | why | rests on |"
     if predicted_for:
         head += " predicted on a GPU |"
     lines = [f"# Claims ({profile} profile)", "", head, "|---" * head.count(" |") + "|"]
     for r in results:
         note = expected_note(r)
         note = f"**{note}**" if r in unexpected(results) else note
-        row = f"| {r['id']} | **{r['verdict']}** | {note} | {r['statement']} | {r['reason']} |"
+        cells = [r["id"], f"**{r['verdict']}**", note, r["statement"], r["reason"], r.get("rests_on", "")]
+        row = "| " + " | ".join(cells) + " |"
         lines.append(row + (f" {_predicted_cell(r)} |" if predicted_for else ""))
     lines += ["", EXPECTED_NOTE + " " + _expected_summary(results)]
     if predicted_for:
@@ -487,6 +525,7 @@ def to_html(profile: str, results: list[dict], predicted_for: str | None = None)
             f"<p><b>Claim.</b> {html.escape(r['statement'])}<br><b>Why.</b> {html.escape(r['reason'])}"
             f"{expected_line}<br>"
             f"<b>Runs.</b> {html.escape(', '.join(r['runs']))}"
+            + (f"<br><b>Rests on.</b> {html.escape(r['rests_on'])}" if r.get("rests_on") else "")
             + (
                 f"<br><b>Predicted on a GPU</b> (the {html.escape(predicted_for)}; not a measurement). "
                 f"{html.escape(_predicted_cell(r))}"
