@@ -186,3 +186,19 @@ def test_lockable_bytes_reads_the_capability_and_the_limit(monkeypatch, tmp_path
     assert env.lockable_bytes() == 8 * 2**20
     monkeypatch.setattr(resource, "getrlimit", lambda what: (resource.RLIM_INFINITY,) * 2)
     assert env.lockable_bytes() is None
+
+
+def test_save_steps_zero_means_no_resume_point_and_no_checkpoint_disk(model_dir, tmp_path):
+    # Trainer saves a resume point at the last step whatever save_steps says; a run that asks for
+    # none (the memory-scale runs: 1.6 GB of checkpoint against 7 steps to redo) must get none.
+    from offloadbench.memory.predict import predicted_disk_bytes
+    from offloadbench.resolve import resolve_spec
+    from offloadbench.training.trainer import training_arguments
+
+    spec = spec_for("zero3_offload_cpu", model_dir, save_steps=0)
+    assert training_arguments(spec, tmp_path, "cpu", "fp32", None).save_strategy == "no"
+    assert training_arguments(spec_for("full", model_dir), tmp_path, "cpu", "fp32", None).save_strategy == "steps"
+    from offloadbench.memory.counting import load_model_config
+
+    disk = predicted_disk_bytes(resolve_spec(spec), load_model_config(str(model_dir)), 64, "cpu")
+    assert disk["resume_checkpoints_at_peak"] == 0 and disk["total"] == disk["final_model"]

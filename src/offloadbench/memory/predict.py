@@ -238,7 +238,7 @@ def predicted_disk_bytes(spec: dict, model_config: dict, block_size: int, device
         final = 4 * counts["total"]  # the fp32 model Trainer trained
     optimizer_state = (12 if z3 else 8) * trainable  # DeepSpeed adds the fp32 master weights
     tr = spec["training"]
-    kept = min(3, tr["max_steps"] // tr["save_steps"])
+    kept = min(3, tr["max_steps"] // tr["save_steps"]) if tr["save_steps"] else 0
     nvme = pred["predicted"]["nvme"]["total"]
     return {
         "nvme_swap": nvme,

@@ -49,8 +49,9 @@ def training_arguments(spec: dict, out: Path, device: str, dtype_name: str, ds: 
         fp16=dtype_name == "fp16",
         use_cpu=device == "cpu",
         logging_steps=tr["logging_steps"],
-        save_strategy="steps",
-        save_steps=tr["save_steps"],
+        # save_steps 0: no resume point at all (Trainer would otherwise save one at the last step)
+        save_strategy="steps" if tr["save_steps"] else "no",
+        save_steps=tr["save_steps"] or None,
         # Two resume points: a kill while the newer one is being written leaves the older intact.
         save_total_limit=2,
         eval_strategy="no",
