@@ -102,3 +102,20 @@ def test_rules_conda_environment_is_the_same_python_and_lock_seen_from_snakemake
     for rules in (REPO / "workflow" / "rules").glob("*.smk"):
         text = rules.read_text()
         assert text.count('conda:\n        "../envs/offloadbench.yaml"') == text.count("\nrule "), rules.name
+
+
+def test_snakemake_of_the_virtualenv_runs_its_jobs_without_activation(tmp_path):
+    """`env -i PATH=/usr/bin:/bin .venv/bin/snakemake`: the jobs' `python -m offloadbench...` must
+    be the interpreter Snakemake runs in, not whatever python PATH has (none with offloadbench)."""
+    import subprocess
+
+    from conftest import BIN, REPO
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1"]
+    proc = subprocess.run([*cmd, "results/corpus/pydoc-topics"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results" / "corpus" / "pydoc-topics" / "manifest.json").is_file()
+    # What Snakemake says after a kill needs no --cores either.
+    unlock = subprocess.run([*cmd[:-2], "--unlock"], capture_output=True, text=True, env=env, timeout=300)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
