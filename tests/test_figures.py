@@ -1,4 +1,4 @@
-"""The paper's figures (src/offloadbench/figures.py), on synthetic runs: a GPU run with a memory
+"""The paper's figures (src/offloadbench/figures/), on synthetic runs: a GPU run with a memory
 model, one without, an OOM, a failure, a CPU run and a run that left nothing."""
 
 from __future__ import annotations
