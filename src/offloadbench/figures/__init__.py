@@ -6,6 +6,9 @@
 loss_curves, memory and throughput (loss.py, memory.py, throughput.py; sweep.py for the sweep; common.py: the style,
 the runs as read, the shared helpers; each figure's function says what it shows). Every run named gets its place in
 every figure, in its own colour: one without a summary is drawn as "missing", a failure or an OOM is labelled so.
+A run's seed repeats (<run>.s<k>, spec.repeat_of) are no runs of their own: they take its colour, the loss panels
+draw their spread as a band around its line (and each seed's eval loss), the bars leave them out (one per
+configuration) and the throughput figure marks each seed's median on its run's bar.
 """
 
 from __future__ import annotations

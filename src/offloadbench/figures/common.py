@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -52,15 +53,42 @@ def run_colours(runs: list[str]) -> dict[str, tuple]:
     return {run: palette[i % len(palette)] for i, run in enumerate(runs)}
 
 
+def _repeat_of(run: str, summary: dict | None, runs: list[str]) -> str | None:
+    """The run that ``run`` repeats with another seed (its spec.repeat_of; without a summary, the name
+    <run>.s<k> says it), where that run is drawn too; else None: a configuration of its own."""
+    of = ((summary or {}).get("spec") or {}).get("repeat_of")
+    if of is None and summary is None and (name := re.fullmatch(r"(.+)\.s\d+", run)):
+        of = name.group(1)
+    return of if of in runs and of != run else None
+
+
 def load_runs(runs_dir: Path, runs: list[str], memory_dir: Path | None = None) -> list[dict]:
-    """Per run: its summary (None if missing), logged steps, memory model (None if absent), colour, folder."""
-    dirs, colours = {run: Path(runs_dir) / run for run in runs}, run_colours(runs)
+    """Per run: its summary (None if missing), logged steps, memory model (None if absent), colour, folder, and
+    the run it is a seed repeat of (None for a configuration); a repeat takes its run's colour."""
+    dirs = {run: Path(runs_dir) / run for run in runs}
+    summaries = {run: _read_json(d / "summary.json") for run, d in dirs.items()}
+    repeats = {run: _repeat_of(run, summaries[run], runs) for run in runs}
+    colours = run_colours([run for run in runs if not repeats[run]])
     memory = {run: _read_json(Path(memory_dir) / f"{run}.json") if memory_dir else None for run in runs}
     return [
-        {"run": run, "summary": _read_json(d / "summary.json"), "metrics": _read_json(d / "metrics.jsonl", lines=True),
-         "memory": memory[run], "colour": colours[run], "dir": d}
+        {"run": run, "summary": summaries[run], "metrics": _read_json(d / "metrics.jsonl", lines=True),
+         "memory": memory[run], "colour": colours[repeats[run] or run], "dir": d, "repeat_of": repeats[run]}
         for run, d in dirs.items()
     ]  # fmt: skip
+
+
+def configurations(entries: list[dict]) -> list[dict]:
+    """The runs that are no seed repeat of another: one bar, one line each."""
+    return [e for e in entries if not e.get("repeat_of")]
+
+
+def seeds_of(entries: list[dict]) -> dict[str, list[dict]]:
+    """Each repeated run's seeds, the run itself first: {run: [its entry, run.s2's, ...]}."""
+    by_run, groups = {e["run"]: e for e in entries}, {}
+    for e in entries:
+        if of := e.get("repeat_of"):
+            groups.setdefault(of, [by_run[of]]).append(e)
+    return groups
 
 
 def status_note(entry: dict) -> str | None:

@@ -22,6 +22,7 @@ from .common import (  # noqa: E402
     _gib,
     _row_text,
     _size_order,
+    configurations,
     model_size,
     status_note,
 )
@@ -80,7 +81,9 @@ def _memory_row(ax, y: int, entry: dict, where: str, stacked: bool) -> None:
 @plt.rc_context(STYLE)
 def memory_figure(entries: list[dict]) -> Figure:
     """GPU peak, host memory above the runtime baseline, NVMe bytes written, with the memory model's components
-    stacked above; a row of panels per model size, each on its own scale (a run without a summary joins the first)."""
+    stacked above; a row of panels per model size, each on its own scale (a run without a summary joins the first).
+    A bar per configuration: seed repeats are left out (the seed changes no memory the figure could show)."""
+    entries = configurations(entries)
     sizes = _size_order(entries) or ["base"]
     rows = [(s, [e for e in entries if (model_size(e) or sizes[0]) == s]) for s in sizes]
 

@@ -20,10 +20,14 @@ from .common import (  # noqa: E402
     _fit_row_texts,
     _row_text,
     _size_order,
+    configurations,
     model_size,
     rate_text,
+    seeds_of,
     status_note,
 )
+
+SEED_ROW = 0.2  # the seeds' medians sit below the IQR's whisker, on the bar
 
 
 def run_speed(entry: dict) -> dict:
@@ -57,13 +61,17 @@ def _claim_brackets(ax, pairs: list[tuple[str, str, str]], rows: dict[str, int],
 
 @plt.rc_context(STYLE)
 def throughput_figure(entries: list[dict], claims: list[dict] | None = None) -> Figure:
-    """Median tokens/s of steady steps, IQR and n; a panel (own scale) per model size; speed claims bracketed."""
+    """Median tokens/s of steady steps, IQR and n; a panel (own scale) per model size; speed claims bracketed.
+    A bar per configuration: a repeated run's bar is its own, with a dot at each of its seeds' medians."""
+    seeds, entries = seeds_of(entries), configurations(entries)
     sizes = _size_order(entries) or ["base"]
     rows = [[e for e in entries if (model_size(e) or sizes[-1]) == size] for size in sizes]
     fig, axes = plt.subplots(len(rows), 1, figsize=(SINGLE, 0.6 + 0.3 * len(rows) + 0.21 * len(entries)),
                              height_ratios=[len(r) for r in rows], squeeze=False, layout="constrained")  # fmt: skip
     for ax, row in zip(axes[:, 0], rows, strict=True):
         speeds = [run_speed(e) for e in row]
+        spreads = {e["run"]: [m for s in seeds.get(e["run"], []) if (m := run_speed(s)["median"]) is not None]
+                   for e in row}  # fmt: skip
         for y, (entry, sp) in enumerate(zip(row, speeds, strict=True)):
             note = status_note(entry)
             if sp["median"] is None:
@@ -75,14 +83,20 @@ def throughput_figure(entries: list[dict], claims: list[dict] | None = None) -> 
                 bars = ax.errorbar(sp["median"], y, xerr=err, fmt="none", ecolor="black", elinewidth=0.7,
                                    capsize=1.8, capthick=0.7)  # fmt: skip
                 bars.lines[2][0].set_gid("iqr")
-            _row_text(ax, y, sp["q3"] or sp["median"], f"{rate_text(sp['median'])}  n={sp['n']}" if sp["n"]
-                      else f"{rate_text(sp['median'])}  run mean", note)  # fmt: skip
+            text = f"{rate_text(sp['median'])}  n={sp['n']}" if sp["n"] else f"{rate_text(sp['median'])}  run mean"
+            if dots := spreads[entry["run"]]:
+                ax.plot(dots, [y + SEED_ROW] * len(dots), ls="none", marker="o", ms=2.6, mfc="white", mec="black",
+                        mew=0.6, zorder=3, gid="seed-medians")  # fmt: skip
+                text += f", {len(dots)} seeds"
+            _row_text(ax, y, max([sp["q3"] or sp["median"], *dots]), text, note)
         ax.set(yticks=range(len(row)), yticklabels=[e["run"] for e in row], ylim=(len(row) - 0.5, -0.5))
-        ax.set_xlim(0, max((sp["q3"] or sp["median"] for sp in speeds if sp["median"] is not None), default=1.0) * 1.3)
+        ends = [sp["q3"] or sp["median"] for sp in speeds if sp["median"] is not None] + sum(spreads.values(), [])
+        ax.set_xlim(0, max(ends, default=1.0) * 1.3)
         ax.xaxis.set(major_formatter=FuncFormatter(lambda x, _: rate_text(x)), major_locator=MaxNLocator(4))
         ax.grid(axis="y", visible=False)
         runs, medians = [e["run"] for e in row], {e["run"]: sp["median"] for e, sp in zip(row, speeds, strict=True)}
         _claim_brackets(ax, speed_pairs(claims, runs), {run: i for i, run in enumerate(runs)}, medians)
-    axes[-1, 0].set_xlabel("training throughput (tokens/s): median, IQR")
+    dots = "\n(dots: each seed's median)" if seeds else ""
+    axes[-1, 0].set_xlabel(f"training throughput (tokens/s): median, IQR{dots}")
     _fit_row_texts(fig, list(axes[:, 0]))
     return fig
