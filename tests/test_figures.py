@@ -1,5 +1,5 @@
-"""The paper's figures (src/offloadbench/figures.py), on synthetic runs: a GPU run with a memory
-model, one without, an OOM, a failure, a CPU run and a run that left nothing."""
+"""The paper's figures (src/offloadbench/figures/), on synthetic runs: a GPU run with a memory
+model, one without, an OOM, a failure, a CPU run and a run that left nothing; and a run over 3 seeds."""
 
 from __future__ import annotations
 
@@ -445,3 +445,118 @@ def test_throughput_has_a_panel_per_model_size_with_its_own_scale(tmp_path):
     assert bars(mem, "throughput")[0].get_width() == pytest.approx(50.0) and mem.get_xlim()[1] < 100
     assert base.get_xlim()[1] > 2000
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- seed repeats
+
+SEEDED = ["full", "lora", "lora_offload", "lora.s2", "lora.s3"]
+
+
+def seed_of(run: str) -> dict:
+    return {"model_size": "base", "repeat_of": run}
+
+
+@pytest.fixture
+def seeded(tmp_path):
+    """lora over 3 seeds (losses 0.05 apart, more than lora and lora_offload differ: 1e-3 at step 7)."""
+    runs_dir = tmp_path / "runs"
+    write(runs_dir, "full", summary("full", method="full", tokens_per_s=1500.0), metrics(10))
+    write(runs_dir, "lora", summary("lora"), metrics(10, 2.8))
+    offload = [{**m, "loss": m["loss"] + (1e-3 if m["step"] == 7 else 1e-4)} for m in metrics(10, 2.8)]
+    write(runs_dir, "lora_offload", summary("lora_offload", eval_loss=2.001), offload)
+    for run, shift, speedup, eval_loss in (("lora.s2", 0.05, 1.1, 2.05), ("lora.s3", -0.03, 0.9, 1.97)):
+        steps = [
+            {**m, "loss": m["loss"] + shift, "tokens_per_s": m["tokens_per_s"] * speedup} for m in metrics(10, 2.8)
+        ]
+        write(runs_dir, run, summary(run, eval_loss=eval_loss, spec=seed_of("lora")), steps)
+    return runs_dir
+
+
+def seeded_entries(runs_dir, runs=SEEDED):
+    return figures.load_runs(runs_dir, runs)
+
+
+def lora_panel(fig):
+    (ax,) = [ax for ax in fig.axes if ax.get_visible() and ax.get_title() == "lora"]
+    return ax
+
+
+def test_a_repeated_run_is_one_line_with_a_band_of_its_seeds(seeded):
+    """Old: lora.s2 and lora.s3 were two more lines, as if they were two more mechanisms."""
+    fig = figures.loss_figure(seeded_entries(seeded), base_loss=3.5)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["full", "lora"]
+    ax = lora_panel(fig)
+    assert [ln.get_label() for ln in ax.lines if ln.get_gid() == "train"] == ["lora", "lora_offload"]
+    (band,) = [c for c in ax.collections if c.get_gid() == "seed-band"]
+    xy = band.get_paths()[0].vertices
+    lora = [2.8 - 0.05 * i for i in range(1, 11)]
+    for step, loss in zip(range(1, 11), lora, strict=True):
+        at = sorted(y for x, y in xy if x == pytest.approx(step))
+        assert at[0] == pytest.approx(loss - 0.03) and at[-1] == pytest.approx(loss + 0.05), step
+    assert to_rgba(band.get_facecolor()[0], 1) == pytest.approx(to_rgba(lines(fig, "train")[1].get_color()))
+    assert band.get_alpha() < 0.5
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lora", "lora: 3 seeds (band: min–max)",
+                                                                     "lora_offload"]  # fmt: skip
+    seeds = [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines if ln.get_gid() == "eval-seed"]
+    assert seeds == [([10] * 3, [2.0, 2.05, 1.97])], "each seed's eval loss is marked, in a column"
+    (spread,) = [ln for ln in ax.lines if ln.get_gid() == "eval-seed-range"]
+    assert list(spread.get_ydata()) == [1.97, 2.05]
+    assert len([ln for ln in ax.lines if ln.get_gid() == "eval-final"]) == 2  # lora, lora_offload
+    assert "each seed's eval loss (beside)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)
+
+
+def test_largest_gap_is_between_mechanisms_not_seeds(seeded):
+    """The seeds differ by 0.05, lora and lora_offload by 1e-3: the gap named is the mechanisms'."""
+    es = seeded_entries(seeded)
+    assert figures.largest_gap(es[1:]) == (pytest.approx(1e-3, rel=1e-3), "lora", "lora_offload", 7)
+    fig = figures.loss_figure(es, base_loss=None)
+    assert gap_title(lora_panel(fig)) == "largest gap 0.001 at step 7\n(lora vs lora_offload)"
+    plt.close(fig)
+
+
+def test_a_repeat_takes_its_runs_colour_and_no_place_of_its_own(seeded):
+    es = {e["run"]: e for e in seeded_entries(seeded)}
+    assert es["lora.s2"]["colour"] == es["lora.s3"]["colour"] == es["lora"]["colour"]
+    assert es["lora_offload"]["colour"] == figures.run_colours(["full", "lora", "lora_offload"])["lora_offload"]
+    assert [es[r]["repeat_of"] for r in SEEDED] == [None, None, None, "lora", "lora"]
+    alone = {e["run"]: e for e in seeded_entries(seeded, ["full", "lora.s2"])}  # its run not drawn: a run of its own
+    assert alone["lora.s2"]["repeat_of"] is None and alone["lora.s2"]["colour"] != alone["full"]["colour"]
+
+
+def test_a_seed_that_left_nothing_is_named_in_the_band(seeded):
+    (seeded / "lora.s4").mkdir()  # no summary: its name says whose seed it is
+    fig = figures.loss_figure(seeded_entries(seeded, [*SEEDED, "lora.s4"]), base_loss=None)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["full", "lora"], "no 'missing' panel"
+    texts_ = {t.get_text(): t for t in lora_panel(fig).get_legend().get_texts()}
+    label = "lora: 3 of 4 seeds (band: min–max; lora.s4 missing (no summary))"
+    assert label in texts_ and texts_[label].get_color() == figures.ALERT["color"]
+    plt.close(fig)
+
+
+def test_memory_and_throughput_have_a_bar_per_configuration(seeded):
+    """Old: a bar per seed, as if each were a configuration of its own."""
+    es = seeded_entries(seeded)
+    memory = figures.memory_figure(es)
+    gpu = panel(memory, "memory-gpu-base")
+    assert len(bars(gpu, "measured-gpu")) == 3
+    assert [t.get_text() for t in gpu.get_yticklabels()] == ["full", "lora", "lora_offload"]
+    fig = figures.throughput_figure(es)
+    ax = fig.axes[0]
+    assert len(bars(ax, "throughput")) == 3
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["full", "lora", "lora_offload"]
+    (dots,) = lines(fig, "seed-medians")
+    median = statistics.median([rate(i) for i in range(3, 11)])
+    assert sorted(dots.get_xdata()) == pytest.approx([0.9 * median, median, 1.1 * median])
+    assert list(dots.get_ydata()) == pytest.approx([1.2] * 3), "on lora's bar"
+    assert f"{figures.rate_text(median)}  n=8, 3 seeds" in texts(fig)
+    assert ax.get_xlim()[1] > 1.1 * median
+    plt.close("all")
+
+
+def test_seeded_figures_render(seeded, tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"eval_loss": 3.5}))
+    paths = figures.make_figures(seeded, SEEDED, base, tmp_path / "figures")
+    assert len(paths) == 6
+    plt.close("all")
