@@ -93,7 +93,14 @@ def test_run_trains_every_step_and_the_loss_falls(tiny_workflow, run):
     assert s["steps"] == STEPS and [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert s["tokens_seen"] == STEPS * 2 * 2 * 64 == rows[-1]["tokens"]
     losses = [r["loss"] for r in rows]
-    assert sum(losses[-3:]) / 3 < losses[0] - 0.05, losses
+    # Each step's loss is on other blocks: across batches it varies by ~0.3 nats here, more than 8
+    # steps of adapters gain (a LoRA run starts as the base model: lora.s2's first batch happened to
+    # be easy). Full fine-tuning falls faster than that noise; every run, adapters and every seed
+    # included, must end below the base model on the same validation blocks.
+    if s["method"] == "full":
+        assert sum(losses[-3:]) / 3 < losses[0] - 0.05, losses
+    base = json.loads((tiny_workflow / "results" / "eval" / "base.json").read_text())["eval_loss"]
+    assert s["eval_loss"] < base, (s["eval_loss"], base)
     assert s["eval_ppl"] == pytest.approx(math.exp(s["eval_loss"]))
     assert s["device"] == "cpu" and s["dtype"] == "fp32"
     assert s["gpu_allocated_peak_bytes"] is None and s["gpu_nvml_used_peak_bytes"] is None

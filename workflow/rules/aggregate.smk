@@ -112,7 +112,7 @@ rule compare_reference:
         " --tolerances {params.tolerances:q} --data {input.data} --out {output.json} > {log} 2>&1"
 
 
-# The paper's figures (src/offloadbench/figures.py): loss curves, peak memory (measured, with the
+# The paper's figures (src/offloadbench/figures/): loss curves, peak memory (measured, with the
 # memory model's predicted components stacked beside it), throughput. PNG and PDF.
 rule figures:
     input:
