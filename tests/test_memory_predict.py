@@ -52,20 +52,25 @@ def test_cuda_lora_places_the_model_on_the_gpu_after_loading_it_on_the_host(conf
     pred = predict(spec_for(config, "lora"), TWO, 32, "cuda")
     gpu, host = pred["predicted"]["gpu"], pred["predicted"]["host"]
     assert pred["dtype"] == "bf16"
-    assert gpu["weights"] == 2 * N_TWO + 4 * LORA_TWO  # train.py loads the base in bf16; adapters fp32
+    # train.py loads the projections in bf16 and, as qlora's after prepare_model_for_kbit_training,
+    # the embedding, norms and lm_head in fp32; adapters fp32
+    linear = 2 * (ATTN + MLP)
+    assert gpu["weights"] == 2 * linear + 4 * (N_TWO - linear) + 4 * LORA_TWO
+    qlora = predict(spec_for(config, "qlora"), TWO, 32, "cuda")["predicted"]["gpu"]
+    assert gpu["weights"] - qlora["weights"] == 2 * linear - (36_864 + 1_152 + 18)  # only the projections differ
     assert gpu["gradients"] == 4 * LORA_TWO
     assert gpu["optimizer"] == 8 * LORA_TWO + 4 * LORA_TWO  # moments + foreach AdamW's temporary
-    assert host["weights"] == 2 * N_TWO  # built on the CPU before Trainer moves it
-    assert any("frozen base loaded in bf16" in a for a in pred["assumptions"])
+    assert host["weights"] == 2 * linear + 4 * (N_TWO - linear)  # built on the CPU before Trainer moves it
+    assert any("projections loaded in bf16" in a for a in pred["assumptions"])
     # On the CPU (dtype auto: fp32) the base stays fp32.
     cpu = predict(spec_for(config, "lora"), TWO, 32, "cpu")["predicted"]["host"]
     assert cpu["weights"] == 4 * N_TWO + 4 * LORA_TWO
-    # Autocast copies only the fp32 adapter weights (r x in and out x r per adapter), not the bf16
-    # base or lm_head.
+    # Autocast copies the fp32 adapter weights (r x in and out x r per adapter) and the fp32
+    # lm_head, not the bf16 projections.
     p = precision(spec_for(config, "lora"), "cuda", zero3=False)
     assert autocast_weight_copies(TWO, spec_for(config, "lora"), p) == (
         2 * (LORA_TWO // 2),  # one layer's adapters, 2 bytes per value
-        0,
+        2 * 512 * 64,  # lm_head
         2 * 2 * 8 * 64,  # layer 0: lora_A of q_proj and v_proj (input needs no gradient there)
     )
     offload = predict(spec_for(config, "lora", activation_offload=True), TWO, 32, "cuda")["predicted"]
