@@ -4,7 +4,7 @@ ranks per node, and compare's ratios of a measured summary.json to the predictio
 from __future__ import annotations
 
 import pytest
-from conftest import ATTN, LORA_TWO, MLP, N_TWO, TWO, spec_for
+from conftest import ATTN, LORA_TWO, MLP, N_TWO, TWO, spec_for, validate
 
 from offloadbench.memory.counting import (
     activation_bytes,
@@ -130,3 +130,51 @@ def test_a_measurement_through_nvml_includes_the_cuda_context():
 
     with pytest.raises(ValueError):
         comparable_gpu_bytes(10, "guessed")
+
+
+def _paper_run(name: str, world_size: int, model: str = "llama-3.1-8b") -> tuple[dict, dict]:
+    import json
+
+    from conftest import REPO
+
+    from offloadbench.config import load_config
+    from offloadbench.spec import run_spec
+
+    spec = run_spec(load_config(REPO / "configs" / "paper.yaml"), name)
+    spec = {**spec, "world_size": world_size}
+    return spec, json.loads((REPO / "configs" / "models" / f"{model}.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["llama-3.1-8b", "llama-3.3-70b", "llama-2-70b"])
+def test_zero3_qlora_loads_the_whole_4bit_model_on_one_gpu(model):
+    """transformers skips zero.Init for a quantized model: before DeepSpeed partitions it, one GPU
+    holds the whole NF4 model with its fp32 parts. On 8 ranks that is far above the training
+    peak's per-rank weights, and above what a ZeRO-3 full/lora run (zero.Init) loads."""
+    from offloadbench.memory.counting import base_bytes
+
+    for name in ("qlora_zero3", "qlora_offload"):
+        spec, cfg = _paper_run(name, 8, model)
+        pred = predict(spec, cfg, spec["block_size"], "cuda")
+        load, weights = pred["predicted_load"]["gpu"], pred["predicted"]["gpu"]["weights"]
+        p = precision(spec, "cuda", zero3=True)
+        assert load >= base_bytes(cfg, spec, p)  # the whole quantized model
+        assert load > 2 * weights, (name, load, weights)  # weights: 1/8 partition + two gathered tensors
+    # ZeRO-3 full fine-tuning with offload loads partitioned: about one tensor on the GPU
+    spec, cfg = _paper_run("zero3_offload_cpu", 8, model)
+    pred = predict(spec, cfg, spec["block_size"], "cuda")
+    from offloadbench.memory.counting import largest_tensor
+
+    assert pred["predicted_load"]["gpu"] == 2 * largest_tensor(cfg)
+    assert predict(spec, cfg, spec["block_size"], "cpu")["predicted_load"]["gpu"] == 0
+
+
+def test_load_peak_without_zero3_is_the_weights_as_loaded(config):
+    pred = predict(spec_for(config, "lora"), TWO, 32, "cuda")
+    assert pred["predicted_load"]["gpu"] == pred["predicted"]["gpu"]["weights"]  # moved to the GPU whole
+    q = predict(spec_for(config, "qlora"), TWO, 32, "cuda")
+    # + the bf16 copy of the largest non-quantized tensor while prepare_model_for_kbit_training upcasts it
+    assert q["predicted_load"]["gpu"] == q["predicted"]["gpu"]["weights"] + 2 * 512 * 64
+    out = compare(q, {"device": "cuda", "gpu_load_allocated_peak_bytes": q["predicted_load"]["gpu"] * 2})
+    assert out["measured_load"] == {"gpu": q["predicted_load"]["gpu"] * 2} and out["ratio_load"] == {"gpu": 2.0}
+    assert compare(q, {"device": "cuda"})["ratio_load"] == {"gpu": None}
+    validate({**out, "deepspeed_estimate": None}, "memory.schema.json")

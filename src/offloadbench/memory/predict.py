@@ -1,5 +1,5 @@
-"""The prediction: peak memory of a run per device (GPU, host, NVMe) and component, the assumptions
-it rests on, the disk a run needs (predicted_disk_bytes), and the prediction beside what the run
+"""The prediction: peak memory of a run per device (GPU, host, NVMe) and component, the GPU peak
+of loading the model (predicted_load, see load_peak), the assumptions it rests on, the disk a run needs (predicted_disk_bytes), and the prediction beside what the run
 measured (compare).
 
 The prediction counts tensors, from the model's config.json and the run spec, the way this
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 
-from .counting import activation_bytes, base_bytes, lora_params, nf4_bytes_per_param, param_counts
+from .counting import activation_bytes, arch, base_bytes, largest_tensor, lora_params, nf4_bytes_per_param, param_counts
 from .units import DTYPE_BYTES
 from .zero import nvme_written_per_step, read_deepspeed, zero3_placement, zero3_settings
 
@@ -159,12 +159,16 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         out[d]["total"] = sum(out[d][c] for c in COMPONENTS)
 
     nvme_per_step = nvme_written_per_step(z3, model_config, spec, p["act"]) * ranks_per_node
+    load = load_peak(spec, model_config, p, z3, base, n_lora) if device == "cuda" else 0
     return {
         "run": spec["run"],
         "method": method,
         "device": device,
         "dtype": p["dtype"],
         "predicted": out,
+        # torch's allocated GPU peak while the model loads and the engine is set up (one rank):
+        # summary.json's gpu_load_allocated_peak_bytes; 0 on a CPU run
+        "predicted_load": {"gpu": int(load)},
         "ranks_per_node": ranks_per_node,
         "params": {"total": counts["total"] + n_lora, "trainable": trainable},  # as train.count_params counts
         "activations": acts,
@@ -175,6 +179,38 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         },
         "assumptions": assumptions(spec, device, p, z3, block_size) + notes,
     }
+
+
+def load_peak(spec: dict, cfg: dict, p: dict, z3: dict | None, base: float, n_lora: int) -> float:
+    """One rank's GPU bytes at the peak of loading the model and setting up the engine (before the
+    training peaks are reset), on CUDA:
+
+    - without ZeRO-3, the weights as loaded: full and lora are built in host memory and moved to
+      the GPU whole with their adapters; qlora is quantized straight onto the GPU (device_map), and
+      prepare_model_for_kbit_training's upcast holds the 16-bit copy of its largest non-quantized
+      tensor (embedding or lm_head) beside the fp32 one for a moment.
+    - ZeRO-3, full and lora: zero.Init partitions every parameter as it loads, so the GPU holds this
+      rank's partition (none with offload_param) and the largest tensor, gathered whole while it is
+      loaded; DeepSpeed's set-up then creates the optimizer state where it lives (on the GPU without
+      offload_optimizer: the fp32 master and both moments, and the fp32 gradient of one sub-group).
+    - ZeRO-3, qlora: transformers skips zero.Init for a quantized model, so the whole 4-bit model
+      (NF4 projections and the fp32 parts prepare_model_for_kbit_training leaves) and its adapters
+      sit on one GPU, with the upcast's 16-bit copy, before DeepSpeed partitions it; the larger of
+      that and the partitioned set-up is the peak.
+    """
+    counts, a = param_counts(cfg), arch(cfg)
+    biggest_other = a["V"] * a["H"]  # embedding / lm_head: the largest tensor qlora does not quantize
+    whole = base + 4 * n_lora + (p["act"] * biggest_other if p["qlora"] and p["base"] > p["act"] else 0)
+    if z3 is None:
+        return whole
+    ws, cb = spec.get("world_size", 1), p["act"]
+    trainable = n_lora or counts["total"]
+    lp = (base if p["qlora"] else cb * counts["total"]) + cb * n_lora
+    part = -(-trainable // ws)
+    partitioned = (lp / ws if z3["params"] == "none" else 0) + cb * largest_tensor(cfg)
+    if z3["optimizer"] == "none":
+        partitioned += 12 * part + 4 * min(part, z3["sub_group_size"])
+    return max(whole, partitioned) if p["qlora"] else partitioned
 
 
 def assumptions(spec: dict, device: str, p: dict, z3: dict | None, block_size: int) -> list[str]:
@@ -304,6 +340,10 @@ def compare(prediction: dict, summary: dict) -> dict:
         "nvme": out["nvme_written"]["total"] // max(1, out.get("ranks_per_node", 1)),
     }
     out["measured"] = measured
+    # The peak of loading and set-up, beside its prediction (torch's allocated bytes on rank 0).
+    load = summary.get("gpu_load_allocated_peak_bytes")
+    out["measured_load"] = {"gpu": load}
+    out["ratio_load"] = {"gpu": _ratio(load, out.get("predicted_load", {}).get("gpu"))}
     out["measured_detail"] = {
         k: summary.get(k)
         for k in (
