@@ -311,7 +311,10 @@ def memory_table(runs: list[str], memory_dir: Path) -> pd.DataFrame:
             row[f"{label} ratio"] = m["ratio"][where]
             if where == "gpu":
                 # the peak of loading the model and setting up the engine (older files lack it)
-                load, measured_load = (m.get("predicted_load") or {}).get("gpu"), (m.get("measured_load") or {}).get("gpu")
+                load, measured_load = (
+                    (m.get("predicted_load") or {}).get("gpu"),
+                    (m.get("measured_load") or {}).get("gpu"),
+                )
                 row["GPU load predicted (GiB)"] = None if load is None or m["device"] != "cuda" else load / GIB
                 row["GPU load measured (GiB)"] = None if measured_load is None else measured_load / GIB
         ds = m.get("deepspeed_estimate")

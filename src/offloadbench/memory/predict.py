@@ -1,6 +1,6 @@
 """The prediction: peak memory of a run per device (GPU, host, NVMe) and component, the GPU peak
-of loading the model (predicted_load, see load_peak), the assumptions it rests on, the disk a run needs (predicted_disk_bytes), and the prediction beside what the run
-measured (compare).
+of loading the model (predicted_load, see load_peak), the assumptions it rests on, the disk a run
+needs (predicted_disk_bytes), and the prediction beside what the run measured (compare).
 
 The prediction counts tensors, from the model's config.json and the run spec, the way this
 repository trains (src/offloadbench/train.py):
