@@ -99,7 +99,7 @@ def projection_modules(model) -> dict:
         for name, m in model.named_modules()
         if isinstance(m, torch.nn.Linear)
         and m is not head
-        and not name.endswith("lm_head")
+        and "lm_head" not in name.split(".")  # also its base_layer where LoRA targets lm_head
         and not any(part.startswith("lora_") for part in name.split("."))
     }
 
