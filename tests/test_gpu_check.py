@@ -132,3 +132,134 @@ def test_wheel_bundle_takes_the_locked_versions():
     assert "64 * 1024 * 1024" in text, "the bundle is checked against the 64 MiB that travels"
     ignored = subprocess.run(["git", "check-ignore", "-q", ".gpu-wheels/x.whl"], cwd=REPO)
     assert ignored.returncode == 0, ".gpu-wheels/ is ignored by git"
+
+
+# -- pass criteria: pure functions of summary.json and the memory model, each broken once -------
+
+
+def observed(params="none", optimizer="none", zero_class=None, four_bit=0, paged=0, activations="none"):
+    """summary.json's observed, as observe.observed writes it."""
+    zero = None
+    if zero_class is not None:
+        zero = {"stage": 3, "params": params, "optimizer": optimizer, "optimizer_class": zero_class}
+    return {
+        "offload": {"params": params, "optimizer": "paged" if paged else optimizer, "activations": activations},
+        "notes": {},
+        "optimizer": {"class": "x", "paged_requested": bool(paged), "state_bytes": paged, "paged_state_bytes": paged},
+        "zero": zero,
+        "four_bit": {"count": four_bit, "storage_dtypes": ["bfloat16"] if four_bit else []},
+        "activation_bytes_to_host": 10 if activations == "cpu" else 0,
+    }
+
+
+CPU_ADAM = "deepspeed.ops.adam.cpu_adam.DeepSpeedCPUAdam"
+GOOD = {
+    "qlora_paged": observed(four_bit=56, paged=4096),
+    "qlora_zero3_offload": observed("cpu", "cpu", CPU_ADAM, four_bit=56, activations="cpu"),
+    "zero3_offload_cpu": observed("cpu", "cpu", CPU_ADAM),
+    "zero3_offload_nvme": observed("nvme", "nvme", CPU_ADAM),
+}
+
+
+def test_observed_placement_passes_as_configured_and_fails_where_offload_fell_back(gpu_check):
+    for name, obs in GOOD.items():
+        assert gpu_check.placement_problems(name, {"observed": obs}, cuda=True) == [], name
+    fell_back = {"observed": observed("none", "none", "torch.optim.adamw.AdamW", four_bit=56, activations="cpu")}
+    assert "fell back" in " ".join(gpu_check.placement_problems("qlora_zero3_offload", fell_back, cuda=True))
+    no_engine = {"observed": observed(four_bit=56, activations="cpu")}
+    assert "no ZeRO-3 engine" in " ".join(gpu_check.placement_problems("qlora_zero3_offload", no_engine, cuda=True))
+    torch_adam = {"observed": observed("cpu", "cpu", "torch.optim.adamw.AdamW")}
+    assert "not DeepSpeedCPUAdam" in " ".join(gpu_check.placement_problems("zero3_offload_cpu", torch_adam, cuda=True))
+    cpu_only = {"observed": observed("cpu", "cpu", CPU_ADAM)}
+    assert "expected nvme/nvme" in " ".join(gpu_check.placement_problems("zero3_offload_nvme", cpu_only, cuda=True))
+    no_4bit = {"observed": observed("cpu", "cpu", CPU_ADAM, four_bit=0, activations="cpu")}
+    assert "no 4-bit base weight" in " ".join(gpu_check.placement_problems("qlora_zero3_offload", no_4bit, cuda=True))
+    assert gpu_check.placement_problems("qlora_paged", {"observed": observed(four_bit=0, paged=4096)}, cuda=True)
+    # paged state and activation copies are CUDA-only criteria: skipped by the CPU harness
+    unpaged = {"observed": observed(four_bit=56)}
+    assert "no paged optimizer state" in " ".join(gpu_check.placement_problems("qlora_paged", unpaged, cuda=True))
+    assert gpu_check.placement_problems("qlora_paged", unpaged, cuda=False) == []
+    no_copy = {"observed": observed("cpu", "cpu", CPU_ADAM, four_bit=56)}
+    assert "copied nothing" in " ".join(gpu_check.placement_problems("qlora_zero3_offload", no_copy, cuda=True))
+    assert gpu_check.placement_problems("qlora_zero3_offload", no_copy, cuda=False) == []
+    assert gpu_check.placement_problems("zero3_offload_cpu", {}, cuda=False), "a summary without observed fails"
+
+
+def test_nvme_bytes_written_must_match_the_memory_model(gpu_check):
+    pred = {"nvme_written": {"total": 2_000_000}, "ranks_per_node": 2}  # 1 MB per rank
+    assert gpu_check.nvme_problems({"nvme_bytes_written": 1_050_000}, pred) == []
+    assert gpu_check.nvme_problems({"nvme_bytes_written": 1_200_000}, pred)
+    assert gpu_check.nvme_problems({"nvme_bytes_written": 0}, pred), "nothing written: NVMe offload fell back"
+    assert gpu_check.nvme_problems({"nvme_bytes_written": None}, pred)
+    assert gpu_check.nvme_problems({"nvme_bytes_written": 0}, {"nvme_written": {"total": 0}})
+
+
+@pytest.fixture(scope="module")
+def gpu_predictions(gpu_check, tmp_path_factory):
+    """The memory model's GPU peaks for the check's offload runs and for the same runs without
+    offload, for the check's own (GPU-size) model."""
+    from offloadbench.memory.predict import predict
+
+    root = tmp_path_factory.mktemp("gpu-check")
+    config = gpu_check.gpu_check_config(gpu_check.size_for(True), root / "nvme")
+    model_config = {"model_type": "llama", **config["model"]["scratch"]}
+    out = {}
+    for name in ("qlora_zero3_offload", "zero3_offload_cpu", "zero3_offload_nvme"):
+        spec = run_spec(config, name)
+        out[name] = (
+            spec,
+            model_config,
+            predict(spec, model_config, spec["block_size"], "cuda"),
+            predict(gpu_check.without_offload(spec), model_config, spec["block_size"], "cuda"),
+        )
+    return out
+
+
+def test_an_offload_run_must_hold_less_gpu_memory_than_without_offload(gpu_check, gpu_predictions):
+    for name, (spec, _, offloaded, plain) in gpu_predictions.items():
+        off, full = offloaded["predicted"]["gpu"]["total"], plain["predicted"]["gpu"]["total"]
+        assert off < full, f"{name}: the memory model must predict a saving for the criterion to mean anything"
+        assert "zero3.json" in gpu_check.without_offload(spec)["deepspeed"]
+        assert gpu_check.peak_problems({"gpu_allocated_peak_bytes": int(off * 1.1)}, offloaded, plain) == [], name
+        # offload fell back: the run holds what it would without offload
+        fell_back = gpu_check.peak_problems({"gpu_allocated_peak_bytes": full}, offloaded, plain)
+        assert "offload did not take effect" in " ".join(fell_back), name
+        assert gpu_check.peak_problems({"gpu_allocated_peak_bytes": None}, offloaded, plain)
+    same = gpu_predictions["zero3_offload_cpu"][2]
+    assert "no saving" in " ".join(gpu_check.peak_problems({"gpu_allocated_peak_bytes": 1}, same, same))
+
+
+def test_run_problems_applies_the_criteria_of_each_run(gpu_check, gpu_predictions):
+    spec, model_config, offloaded, _ = gpu_predictions["zero3_offload_nvme"]
+    per_rank = offloaded["nvme_written"]["total"] // offloaded["ranks_per_node"]
+    summary = {
+        "observed": GOOD["zero3_offload_nvme"],
+        "nvme_bytes_written": per_rank,
+        "gpu_allocated_peak_bytes": offloaded["predicted"]["gpu"]["total"],
+    }
+    assert gpu_check.run_problems("zero3_offload_nvme", spec, summary, model_config, cuda=True) == []
+    # a CPU harness run skips the GPU peak criterion (nothing is on an accelerator), not the others
+    from offloadbench.memory.predict import predict
+
+    on_cpu = predict(spec, model_config, spec["block_size"], "cpu")
+    cpu_summary = {**summary, "nvme_bytes_written": on_cpu["nvme_written"]["total"], "gpu_allocated_peak_bytes": None}
+    assert gpu_check.run_problems("zero3_offload_nvme", spec, cpu_summary, model_config, cuda=False) == []
+    broken = {**summary, "nvme_bytes_written": 0, "gpu_allocated_peak_bytes": 10 * 2**40}
+    problems = gpu_check.run_problems("zero3_offload_nvme", spec, broken, model_config, cuda=True)
+    assert len(problems) == 2, problems
+
+
+def test_nvml_must_read_the_card_torch_uses(gpu_check):
+    good = {
+        "gpu_allocated_peak_bytes": 3 * 2**30,
+        "gpu_reserved_peak_bytes": 4 * 2**30,
+        "gpu_nvml_used_peak_bytes": 5 * 2**30,
+    }
+    assert gpu_check.nvml_problems("r", good) == []
+    # another card, busy with other work: far more than torch's reserved memory plus the context
+    wrong_busy = {**good, "gpu_nvml_used_peak_bytes": 40 * 2**30}
+    assert "another card" in " ".join(gpu_check.nvml_problems("r", wrong_busy))
+    # another card, idle: less than torch's own peak
+    wrong_idle = {**good, "gpu_nvml_used_peak_bytes": 2**29}
+    assert "< torch peak" in " ".join(gpu_check.nvml_problems("r", wrong_idle))
+    assert gpu_check.nvml_problems("r", {**good, "gpu_nvml_used_peak_bytes": None})

@@ -91,7 +91,8 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
         ("lora", "fp32", True, None),
         ("lora", "fp32", False, "all-linear"),
         ("full", "bf16", False, None),  # autocast over fp32 weights, as Trainer runs bf16 on a GPU
-        # LoRA as train.py builds it for a 16-bit run: the base loaded in bf16, PEFT's adapters in
+        # LoRA as train.py builds it for a 16-bit run: the projections in bf16, the rest of the base
+        # in fp32 (as qlora's), PEFT's adapters in
         # fp32, under autocast (the CPU stands in for CUDA: matmuls autocast the same way).
         ("lora", "bf16", False, None),
         ("lora", "bf16", True, None),
@@ -113,8 +114,10 @@ def test_activation_model_matches_what_autograd_saves(config, tmp_path, method, 
     spec["model"] = {"path": str(tmp_path), "revision": None, "name": "two"}
     model = load_model(spec, "cpu", dtype, zero3=False)
     if method == "lora":
-        base = {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
-        assert base == {torch.bfloat16 if dtype == "bf16" else torch.float32}
+        proj = {p.dtype for n, p in model.named_parameters() if "lora_" not in n and "_proj" in n}
+        rest = {p.dtype for n, p in model.named_parameters() if "lora_" not in n and "_proj" not in n}
+        assert proj == {torch.bfloat16 if dtype == "bf16" else torch.float32}
+        assert rest == {torch.float32}  # embedding, norms, lm_head: as qlora's after prepare_model_for_kbit_training
         adapters = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
         assert adapters == {torch.float32}  # PEFT's autocast_adapter_dtype, whatever the base's dtype
     model.train()

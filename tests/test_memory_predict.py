@@ -4,7 +4,7 @@ ranks per node, and compare's ratios of a measured summary.json to the predictio
 from __future__ import annotations
 
 import pytest
-from conftest import ATTN, LORA_TWO, MLP, N_TWO, TWO, spec_for
+from conftest import ATTN, LORA_TWO, MLP, N_TWO, TWO, spec_for, validate
 
 from offloadbench.memory.counting import (
     activation_bytes,
@@ -52,20 +52,25 @@ def test_cuda_lora_places_the_model_on_the_gpu_after_loading_it_on_the_host(conf
     pred = predict(spec_for(config, "lora"), TWO, 32, "cuda")
     gpu, host = pred["predicted"]["gpu"], pred["predicted"]["host"]
     assert pred["dtype"] == "bf16"
-    assert gpu["weights"] == 2 * N_TWO + 4 * LORA_TWO  # train.py loads the base in bf16; adapters fp32
+    # train.py loads the projections in bf16 and, as qlora's after prepare_model_for_kbit_training,
+    # the embedding, norms and lm_head in fp32; adapters fp32
+    linear = 2 * (ATTN + MLP)
+    assert gpu["weights"] == 2 * linear + 4 * (N_TWO - linear) + 4 * LORA_TWO
+    qlora = predict(spec_for(config, "qlora"), TWO, 32, "cuda")["predicted"]["gpu"]
+    assert gpu["weights"] - qlora["weights"] == 2 * linear - (36_864 + 1_152 + 18)  # only the projections differ
     assert gpu["gradients"] == 4 * LORA_TWO
     assert gpu["optimizer"] == 8 * LORA_TWO + 4 * LORA_TWO  # moments + foreach AdamW's temporary
-    assert host["weights"] == 2 * N_TWO  # built on the CPU before Trainer moves it
-    assert any("frozen base loaded in bf16" in a for a in pred["assumptions"])
+    assert host["weights"] == 2 * linear + 4 * (N_TWO - linear)  # built on the CPU before Trainer moves it
+    assert any("projections loaded in bf16" in a for a in pred["assumptions"])
     # On the CPU (dtype auto: fp32) the base stays fp32.
     cpu = predict(spec_for(config, "lora"), TWO, 32, "cpu")["predicted"]["host"]
     assert cpu["weights"] == 4 * N_TWO + 4 * LORA_TWO
-    # Autocast copies only the fp32 adapter weights (r x in and out x r per adapter), not the bf16
-    # base or lm_head.
+    # Autocast copies the fp32 adapter weights (r x in and out x r per adapter) and the fp32
+    # lm_head, not the bf16 projections.
     p = precision(spec_for(config, "lora"), "cuda", zero3=False)
     assert autocast_weight_copies(TWO, spec_for(config, "lora"), p) == (
         2 * (LORA_TWO // 2),  # one layer's adapters, 2 bytes per value
-        0,
+        2 * 512 * 64,  # lm_head
         2 * 2 * 8 * 64,  # layer 0: lora_A of q_proj and v_proj (input needs no gradient there)
     )
     offload = predict(spec_for(config, "lora", activation_offload=True), TWO, 32, "cuda")["predicted"]
@@ -125,3 +130,51 @@ def test_a_measurement_through_nvml_includes_the_cuda_context():
 
     with pytest.raises(ValueError):
         comparable_gpu_bytes(10, "guessed")
+
+
+def _paper_run(name: str, world_size: int, model: str = "llama-3.1-8b") -> tuple[dict, dict]:
+    import json
+
+    from conftest import REPO
+
+    from offloadbench.config import load_config
+    from offloadbench.spec import run_spec
+
+    spec = run_spec(load_config(REPO / "configs" / "paper.yaml"), name)
+    spec = {**spec, "world_size": world_size}
+    return spec, json.loads((REPO / "configs" / "models" / f"{model}.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["llama-3.1-8b", "llama-3.3-70b", "llama-2-70b"])
+def test_zero3_qlora_loads_the_whole_4bit_model_on_one_gpu(model):
+    """transformers skips zero.Init for a quantized model: before DeepSpeed partitions it, one GPU
+    holds the whole NF4 model with its fp32 parts. On 8 ranks that is far above the training
+    peak's per-rank weights, and above what a ZeRO-3 full/lora run (zero.Init) loads."""
+    from offloadbench.memory.counting import base_bytes
+
+    for name in ("qlora_zero3", "qlora_offload"):
+        spec, cfg = _paper_run(name, 8, model)
+        pred = predict(spec, cfg, spec["block_size"], "cuda")
+        load, weights = pred["predicted_load"]["gpu"], pred["predicted"]["gpu"]["weights"]
+        p = precision(spec, "cuda", zero3=True)
+        assert load >= base_bytes(cfg, spec, p)  # the whole quantized model
+        assert load > 2 * weights, (name, load, weights)  # weights: 1/8 partition + two gathered tensors
+    # ZeRO-3 full fine-tuning with offload loads partitioned: about one tensor on the GPU
+    spec, cfg = _paper_run("zero3_offload_cpu", 8, model)
+    pred = predict(spec, cfg, spec["block_size"], "cuda")
+    from offloadbench.memory.counting import largest_tensor
+
+    assert pred["predicted_load"]["gpu"] == 2 * largest_tensor(cfg)
+    assert predict(spec, cfg, spec["block_size"], "cpu")["predicted_load"]["gpu"] == 0
+
+
+def test_load_peak_without_zero3_is_the_weights_as_loaded(config):
+    pred = predict(spec_for(config, "lora"), TWO, 32, "cuda")
+    assert pred["predicted_load"]["gpu"] == pred["predicted"]["gpu"]["weights"]  # moved to the GPU whole
+    q = predict(spec_for(config, "qlora"), TWO, 32, "cuda")
+    # + the bf16 copy of the largest non-quantized tensor while prepare_model_for_kbit_training upcasts it
+    assert q["predicted_load"]["gpu"] == q["predicted"]["gpu"]["weights"] + 2 * 512 * 64
+    out = compare(q, {"device": "cuda", "gpu_load_allocated_peak_bytes": q["predicted_load"]["gpu"] * 2})
+    assert out["measured_load"] == {"gpu": q["predicted_load"]["gpu"] * 2} and out["ratio_load"] == {"gpu": 2.0}
+    assert compare(q, {"device": "cuda"})["ratio_load"] == {"gpu": None}
+    validate({**out, "deepspeed_estimate": None}, "memory.schema.json")

@@ -37,6 +37,19 @@ def test_predicted_runs_fit_the_card_as_the_hardware_table_says():
     assert runs["zero3_offload_nvme"]["host"] < runs["zero3_offload_cpu"]["host"]
 
 
+def test_a_run_must_fit_the_card_while_it_loads_too():
+    """qlora_offload (ZeRO-3): its training peak is a few GiB, but the whole 4-bit model sits on one
+    GPU before DeepSpeed partitions it; a card between the two is predicted to run out of memory."""
+    from offloadbench.memory.estimate import H100
+
+    config, cfg = load_config(REPO / PAPER), json.loads((REPO / LLAMA).read_text())
+    runs = predicted_runs(config, cfg)
+    mine = runs["qlora_offload"]
+    assert mine["gpu"] < mine["gpu_load"]
+    card = {**H100, "memory_bytes": (mine["gpu"] + mine["gpu_load"]) // 2}
+    assert predicted_runs(config, cfg, card)["qlora_offload"]["status"] == "oom"
+
+
 def run(gpu_gib: float, host_gib: float = 1.0, tokens_per_s: float = 1000.0, status: str = "ok") -> dict:
     return {"status": status, "gpu": gpu_gib * GIB, "host": host_gib * GIB, "tokens_per_s": tokens_per_s}
 

@@ -309,6 +309,14 @@ def memory_table(runs: list[str], memory_dir: Path) -> pd.DataFrame:
             measured = m["measured"][where]
             row[f"{label} measured (GiB)"] = None if measured is None else measured / GIB
             row[f"{label} ratio"] = m["ratio"][where]
+            if where == "gpu":
+                # the peak of loading the model and setting up the engine (older files lack it)
+                load, measured_load = (
+                    (m.get("predicted_load") or {}).get("gpu"),
+                    (m.get("measured_load") or {}).get("gpu"),
+                )
+                row["GPU load predicted (GiB)"] = None if load is None or m["device"] != "cuda" else load / GIB
+                row["GPU load measured (GiB)"] = None if measured_load is None else measured_load / GIB
         ds = m.get("deepspeed_estimate")
         row["DeepSpeed est. GPU (GiB)"] = ds["gpu_bytes"] / GIB if ds else None
         row["DeepSpeed est. host (GiB)"] = ds["host_bytes"] / GIB if ds else None
@@ -326,8 +334,10 @@ def write_memory_table(table: pd.DataFrame, stem: Path, profile: str) -> None:
     digits = {c: (3 if "ratio" not in c else 2) for c in table.columns if c not in ("run", "device")}
     write_text(stem.with_suffix(".md"), to_markdown(table, digits))
     note = html.paragraph(
-        "ratio = measured / predicted. NVMe is bytes written by the training process. On a CPU run the "
-        "accelerator column is empty: everything lives in host memory."
+        "ratio = measured / predicted. GPU load is torch's allocated peak while the model loads and the "
+        "engine is set up (a ZeRO-3 QLoRA model sits whole on one GPU before it is partitioned). NVMe is "
+        "bytes written by the training process. On a CPU run the accelerator columns are empty: everything "
+        "lives in host memory."
     )
     write_text(
         stem.with_suffix(".html"),

@@ -31,20 +31,26 @@ PREDICTED_METRICS = {
 
 
 def predicted_runs(config: dict, model_config: dict, gpu: dict = H100) -> dict[str, dict]:
-    """Per run of the profile: predicted GPU and host peaks, whether it fits ``gpu`` (status ok or
-    oom, as the hardware table decides it) and the estimated tokens/s of a run that fits."""
+    """Per run of the profile: predicted GPU (training and load) and host peaks, whether it fits
+    ``gpu`` (status ok or oom: the larger of the load and training peaks, with the CUDA context) and
+    the estimated tokens/s of a run that fits."""
     out = {}
     for name in declared_runs(config):
         spec = run_spec(config, name)
         block = spec["block_size"]
-        peaks = predict(spec, model_config, block, "cuda")["predicted"]
-        fits = peaks["gpu"]["total"] + CUDA_CONTEXT_BYTES <= gpu["memory_bytes"]
+        pred = predict(spec, model_config, block, "cuda")
+        peaks = pred["predicted"]
+        # A run must get through loading as well as training: a ZeRO-3 QLoRA model sits whole on
+        # one GPU before DeepSpeed partitions it (memory.predict.load_peak).
+        needed = max(peaks["gpu"]["total"], pred["predicted_load"]["gpu"])
+        fits = needed + CUDA_CONTEXT_BYTES <= gpu["memory_bytes"]
         tr = spec["training"]
         tokens = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * spec["world_size"] * block
         seconds = estimate_time(spec, model_config, block, gpu)["seconds"] / tr["max_steps"]
         out[name] = {
             "status": "ok" if fits else "oom",
             "gpu": peaks["gpu"]["total"],
+            "gpu_load": pred["predicted_load"]["gpu"],
             "host": peaks["host"]["total"],
             "tokens_per_s": tokens / seconds if fits else None,
         }
@@ -66,7 +72,7 @@ def predict_claim(claim: dict, runs: dict[str, dict], labels: dict[str, str] | N
         ooms = [r for r in claim["against"] if runs[r]["status"] == "oom"]
 
         def fit(r: str) -> str:
-            gib = runs[r]["gpu"] / 2**30
+            gib = max(runs[r]["gpu"], runs[r].get("gpu_load", 0)) / 2**30
             return f"{r} {'fits' if runs[r]['status'] == 'ok' else 'would not fit'} ({gib:.1f} GiB)"
 
         said = "; ".join(fit(r) for r in names)

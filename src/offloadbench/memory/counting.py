@@ -89,15 +89,17 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
 
 
 def base_bytes(cfg: dict, spec: dict, p: dict) -> float:
-    """The model's weights as train.py loads them, without adapters: p["base"] bytes each (fp32,
-    or for lora the run's dtype), or for qlora the decoder's projections in NF4 and the rest
-    (embedding, norms, lm_head) in p["base"] bytes: fp32 after prepare_model_for_kbit_training,
-    the compute dtype without it (quantization.prepare_kbit false, see predict.precision)."""
+    """The model's weights as train.py loads them, without adapters: the decoder's projections in
+    p["proj"] bytes each (fp32 for full, the run's dtype for lora, NF4 for qlora) and the rest
+    (embedding, norms, lm_head) in p["base"] bytes: fp32 for full, and for lora and qlora alike
+    (prepare_model_for_kbit_training for qlora, train.py's upcast_non_projections for lora), the
+    compute dtype under ZeRO-3 for full and lora and for qlora without prepare_model_for_kbit_training
+    (quantization.prepare_kbit false, see predict.precision)."""
     counts = param_counts(cfg)
-    if spec["method"] != "qlora":
-        return p["base"] * counts["total"]
-    nf4 = nf4_bytes_per_param(spec["quantization"]["double_quant"])
-    return counts["linear"] * nf4 + p["base"] * (counts["total"] - counts["linear"])
+    proj = p.get("proj", p["base"])
+    if spec["method"] == "qlora":
+        proj = nf4_bytes_per_param(spec["quantization"]["double_quant"])
+    return counts["linear"] * proj + p["base"] * (counts["total"] - counts["linear"])
 
 
 def largest_tensor(cfg: dict | None) -> int:
@@ -169,15 +171,16 @@ def autocast_weight_copies(cfg: dict, spec: dict, p: dict) -> tuple[int, int, in
     """16-bit copies of the weights that autocast linears keep for backward: (per decoder layer,
     outside the layers, those of the per-layer ones the first layer of a frozen model does not
     keep: q/k/v and their lora_A see an input that needs no gradient there). Only fp32 weights are
-    copied: the LoRA adapters, the base of full and qlora's lm_head; a 16-bit base (lora) is used
-    as it is, and 4-bit layers keep none (bitsandbytes keeps the packed weight itself)."""
+    copied: the LoRA adapters, the base of full and the fp32 lm_head of lora and qlora; 16-bit
+    projections (lora) are used as they are, and 4-bit layers keep none (bitsandbytes keeps the
+    packed weight itself)."""
     if not p["autocast"]:
         return 0, 0, 0
     a, lora = arch(cfg), spec["lora"]
     proj = projections(a)
     qkv = ("q_proj", "k_proj", "v_proj")
-    fp32_base = p["base"] > p["act"]
-    base = 0 if p["qlora"] or not fp32_base else 1
+    fp32_base = p["base"] > p["act"]  # embedding, norms, lm_head
+    base = 0 if p["qlora"] or not p.get("proj", p["base"]) > p["act"] else 1  # the projections
     per_layer = base * sum(i * o for i, o in proj.values())
     first = base * sum(i * o for n, (i, o) in proj.items() if n in qkv)
     if spec["method"] != "full":

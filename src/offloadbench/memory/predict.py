@@ -1,12 +1,13 @@
-"""The prediction: peak memory of a run per device (GPU, host, NVMe) and component, the assumptions
-it rests on, the disk a run needs (predicted_disk_bytes), and the prediction beside what the run
-measured (compare).
+"""The prediction: peak memory of a run per device (GPU, host, NVMe) and component, the GPU peak
+of loading the model (predicted_load, see load_peak), the assumptions it rests on, the disk a run
+needs (predicted_disk_bytes), and the prediction beside what the run measured (compare).
 
 The prediction counts tensors, from the model's config.json and the run spec, the way this
 repository trains (src/offloadbench/train.py):
 
 - weights: full loads the model in fp32 (bf16/fp16 on CUDA is autocast over fp32 master weights);
-  lora loads the frozen base in the run's dtype (bf16/fp16 on CUDA, fp32 on CPU) and PEFT keeps
+  lora loads the frozen base's decoder projections in the run's dtype (bf16/fp16 on CUDA, fp32 on
+  CPU by default) and its embeddings, norms and lm_head in fp32, as qlora has them, and PEFT keeps
   the adapters in fp32; qlora stores the decoder's linear layers in 4-bit NF4 and, after
   prepare_model_for_kbit_training, everything else (embeddings, norms, lm_head) in fp32; ZeRO-3
   holds the model in the run's dtype, partitioned over the ranks, plus an fp32 master copy
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import json
 
-from .counting import activation_bytes, base_bytes, lora_params, param_counts
+from .counting import activation_bytes, arch, base_bytes, largest_tensor, lora_params, nf4_bytes_per_param, param_counts
 from .units import DTYPE_BYTES
 from .zero import nvme_written_per_step, read_deepspeed, zero3_placement, zero3_settings
 
@@ -45,21 +46,26 @@ def precision(spec: dict, device: str, zero3: bool) -> dict:
     """Bytes per element of the tensors the activations are made of.
 
     - dtype auto: bf16 on CUDA (env.choose_dtype; every GPU class we name has bf16), fp32 on CPU.
-    - The (non-quantized) weights of the base ("base"): fp32 for full and qlora
-      (prepare_model_for_kbit_training makes them fp32), the run's dtype for lora (train.py loads
-      the frozen base in it) and for ZeRO-3 (DeepSpeed holds the model itself in 16 bits). The
-      residual stream, RMSNorm outputs and RoPE's cos/sin are in that dtype ("resid"): the
-      embedding's output is, and each norm casts back to it.
+    - The decoder layers' projections ("proj"): fp32 for full, the run's dtype for lora (train.py
+      loads the frozen base in it), NF4 for qlora (nf4_bytes_per_param), and the run's dtype under
+      ZeRO-3 (DeepSpeed holds the model itself in 16 bits; qlora stays NF4 there).
+    - The other weights of the base, the ones qlora does not quantize: embedding, norms, lm_head
+      ("base"): fp32 for full, and for lora and qlora alike, as prepare_model_for_kbit_training
+      leaves qlora's (train.py upcasts lora's the same way: training.model.upcast_non_projections,
+      so lora and qlora differ only in the projections' storage); the run's dtype under ZeRO-3
+      for full and lora. The residual stream, RMSNorm outputs and RoPE's cos/sin are in that
+      dtype ("resid"): the embedding's output is, and each norm casts back to it.
     - Without DeepSpeed, Trainer autocasts a 16-bit run: matmul outputs and attention are in the
       16-bit dtype ("act"), and every autocast linear keeps 16-bit copies of its input and weight
       for backward where they are not 16-bit already (fp32 weights of full, of the LoRA adapters
-      and of qlora's lm_head; none of a 16-bit lora base). ZeRO-3 does not autocast.
+      and of lora's and qlora's lm_head; none of lora's 16-bit projections). ZeRO-3 does not autocast.
     - PEFT casts a LoRA adapter's input to the adapter weights' dtype ("adapter"): fp32, as
       get_peft_model keeps them (autocast_adapter_dtype), or 16 bits under ZeRO-3.
     - qlora: bitsandbytes' 4-bit layers return their input's dtype. Without
       prepare_model_for_kbit_training (quantization.prepare_kbit false: train.py always calls it,
       but other stacks, e.g. torchtune or FSDP-QLoRA loading the model in bf16, do not) the
-      non-quantized weights stay in the compute dtype, and so does the residual stream.
+      non-quantized weights stay in the compute dtype, and so does the residual stream. The same
+      key describes a lora stack that loads the whole base in the compute dtype (torchtune).
     """
     dtype = spec["training"]["dtype"]
     if dtype == "auto":
@@ -67,10 +73,16 @@ def precision(spec: dict, device: str, zero3: bool) -> dict:
     act = DTYPE_BYTES[dtype]
     qlora = spec["method"] == "qlora"
     kbit_fp32 = spec.get("quantization", {}).get("prepare_kbit", True)
-    base = act if (not qlora and (zero3 or spec["method"] == "lora")) or (qlora and not kbit_fp32) else 4
+    lora = spec["method"] == "lora"
+    base = act if (not qlora and zero3) or ((qlora or lora) and not kbit_fp32) else 4
+    if qlora:
+        proj = nf4_bytes_per_param(spec["quantization"]["double_quant"])
+    else:
+        proj = act if zero3 or spec["method"] == "lora" else 4
     return {
         "dtype": dtype,
         "act": act,
+        "proj": proj,
         "base": base,
         "resid": base,
         "adapter": act if zero3 and not qlora else 4,
@@ -118,7 +130,7 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         if method in ("full", "lora") and device == "cuda":
             # from_pretrained builds the model on the CPU; Trainer then moves it to the GPU.
             put("host", "weights", base)
-            loaded = "fp32" if p["base"] == 4 else p["dtype"]
+            loaded = "fp32" if p["proj"] == 4 else f"{p['dtype']} projections, fp32 rest of the"
             notes.append(f"host: the {loaded} model is built in host memory before Trainer moves it to the GPU")
         if device == "cpu" and opt.startswith("paged_"):
             notes.append(f"{opt}: bitsandbytes falls back to its non-paged optimizer on CPU (32-bit states counted)")
@@ -147,12 +159,16 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         out[d]["total"] = sum(out[d][c] for c in COMPONENTS)
 
     nvme_per_step = nvme_written_per_step(z3, model_config, spec, p["act"]) * ranks_per_node
+    load = load_peak(spec, model_config, p, z3, base, n_lora) if device == "cuda" else 0
     return {
         "run": spec["run"],
         "method": method,
         "device": device,
         "dtype": p["dtype"],
         "predicted": out,
+        # torch's allocated GPU peak while the model loads and the engine is set up (one rank):
+        # summary.json's gpu_load_allocated_peak_bytes; 0 on a CPU run
+        "predicted_load": {"gpu": int(load)},
         "ranks_per_node": ranks_per_node,
         "params": {"total": counts["total"] + n_lora, "trainable": trainable},  # as train.count_params counts
         "activations": acts,
@@ -163,6 +179,38 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         },
         "assumptions": assumptions(spec, device, p, z3, block_size) + notes,
     }
+
+
+def load_peak(spec: dict, cfg: dict, p: dict, z3: dict | None, base: float, n_lora: int) -> float:
+    """One rank's GPU bytes at the peak of loading the model and setting up the engine (before the
+    training peaks are reset), on CUDA:
+
+    - without ZeRO-3, the weights as loaded: full and lora are built in host memory and moved to
+      the GPU whole with their adapters; qlora is quantized straight onto the GPU (device_map), and
+      prepare_model_for_kbit_training's upcast holds the 16-bit copy of its largest non-quantized
+      tensor (embedding or lm_head) beside the fp32 one for a moment.
+    - ZeRO-3, full and lora: zero.Init partitions every parameter as it loads, so the GPU holds this
+      rank's partition (none with offload_param) and the largest tensor, gathered whole while it is
+      loaded; DeepSpeed's set-up then creates the optimizer state where it lives (on the GPU without
+      offload_optimizer: the fp32 master and both moments, and the fp32 gradient of one sub-group).
+    - ZeRO-3, qlora: transformers skips zero.Init for a quantized model, so the whole 4-bit model
+      (NF4 projections and the fp32 parts prepare_model_for_kbit_training leaves) and its adapters
+      sit on one GPU, with the upcast's 16-bit copy, before DeepSpeed partitions it; the larger of
+      that and the partitioned set-up is the peak.
+    """
+    counts, a = param_counts(cfg), arch(cfg)
+    biggest_other = a["V"] * a["H"]  # embedding / lm_head: the largest tensor qlora does not quantize
+    whole = base + 4 * n_lora + (p["act"] * biggest_other if p["qlora"] and p["base"] > p["act"] else 0)
+    if z3 is None:
+        return whole
+    ws, cb = spec.get("world_size", 1), p["act"]
+    trainable = n_lora or counts["total"]
+    lp = (base if p["qlora"] else cb * counts["total"]) + cb * n_lora
+    part = -(-trainable // ws)
+    partitioned = (lp / ws if z3["params"] == "none" else 0) + cb * largest_tensor(cfg)
+    if z3["optimizer"] == "none":
+        partitioned += 12 * part + 4 * min(part, z3["sub_group_size"])
+    return max(whole, partitioned) if p["qlora"] else partitioned
 
 
 def assumptions(spec: dict, device: str, p: dict, z3: dict | None, block_size: int) -> list[str]:
@@ -181,11 +229,12 @@ def assumptions(spec: dict, device: str, p: dict, z3: dict | None, block_size: i
             "CPU-only run: everything that would be on the accelerator is in host memory and reported under "
             f"host (gpu is 0); {p['dtype']} training"
         )
-    elif p["autocast"] and p["base"] < 4:
+    elif p["autocast"] and not p["qlora"] and p["proj"] < 4:
         out.append(
-            f"frozen base loaded in {p['dtype']}, LoRA adapters, their gradients and optimizer state in fp32; "
-            f"{p['dtype']} autocast: 16-bit matmul outputs and residual stream, and 16-bit copies of the adapter "
-            "weights kept for backward (counted under activations)"
+            f"frozen base's projections loaded in {p['dtype']}, its embedding, norms and lm_head in fp32 (as "
+            "qlora's after prepare_model_for_kbit_training); LoRA adapters, their gradients and optimizer state "
+            f"in fp32; {p['dtype']} autocast: 16-bit matmul outputs, fp32 residual stream, and 16-bit copies of "
+            "the adapter and lm_head weights kept for backward (counted under activations)"
         )
     elif p["autocast"]:
         out.append(
@@ -291,6 +340,10 @@ def compare(prediction: dict, summary: dict) -> dict:
         "nvme": out["nvme_written"]["total"] // max(1, out.get("ranks_per_node", 1)),
     }
     out["measured"] = measured
+    # The peak of loading and set-up, beside its prediction (torch's allocated bytes on rank 0).
+    load = summary.get("gpu_load_allocated_peak_bytes")
+    out["measured_load"] = {"gpu": load}
+    out["ratio_load"] = {"gpu": _ratio(load, out.get("predicted_load", {}).get("gpu"))}
     out["measured_detail"] = {
         k: summary.get(k)
         for k in (

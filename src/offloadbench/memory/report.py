@@ -23,15 +23,18 @@ def _duration(s: float) -> str:
 
 def hardware_table(config: dict, model_config: dict, gpu: dict = H100) -> str:
     """Markdown: per run of a profile, predicted GPU, host, NVMe and disk needs and an estimated
-    training time on one ``gpu``; a run whose GPU prediction exceeds the card is marked OOM."""
+    training time on one ``gpu``; a run whose GPU prediction (training or load peak) exceeds the card is
+    marked OOM."""
     rows, totals = [], {"host": 0, "gpu": 0, "final": 0, "disk": 0, "seconds": 0.0}
     for name in declared_runs(config):  # a sweep's points have other models: not this table
         spec = run_spec(config, name)
         block = spec.get("block_size") or config["dataset"]["block_size"]
-        pred = predict(spec, model_config, block, "cuda")["predicted"]
+        full = predict(spec, model_config, block, "cuda")
+        pred = full["predicted"]
         disk = predicted_disk_bytes(spec, model_config, block, "cuda")
         t = estimate_time(spec, model_config, block, gpu)
-        fits = pred["gpu"]["total"] + 0.5 * GiB <= gpu["memory_bytes"]
+        # it must get through loading too (a ZeRO-3 QLoRA model is whole on one GPU before partitioning)
+        fits = max(pred["gpu"]["total"], full["predicted_load"]["gpu"]) + 0.5 * GiB <= gpu["memory_bytes"]
         time = f"{_duration(t['seconds'])} ({t['bound']})" if fits else "— (does not fit: OOM expected)"
         rows.append(
             f"| {spec['run']} | {spec['method']} | {_size(pred['gpu']['total'])}{'' if fits else ' ✗'} | "

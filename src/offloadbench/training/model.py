@@ -1,8 +1,10 @@
 """The model a run trains: the base for its method (full, LoRA, 4-bit QLoRA) with LoRA adapters.
 
 - method full: every weight trains (fp32 master weights; bf16/fp16 autocast on CUDA).
-- method lora: PEFT LoRA adapters on ``lora.target_modules``; the base stays frozen, in the
-  compute dtype (a frozen base needs no fp32 master copy).
+- method lora: PEFT LoRA adapters on ``lora.target_modules``; the base stays frozen, its decoder
+  projections in the compute dtype (a frozen base needs no fp32 master copy) and everything else
+  (embeddings, norms, lm_head) in fp32, as QLoRA's are after ``prepare_model_for_kbit_training``:
+  LoRA and QLoRA differ only in how the projections are stored (16-bit vs NF4).
 - method qlora: the base is quantized to 4-bit through ``BitsAndBytesConfig`` (NF4, double
   quantization, compute dtype from the hardware) and prepared with ``prepare_model_for_kbit_training``.
 """
@@ -69,10 +71,14 @@ def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
                 module.support_avx512bf16_for_cpu = False
     else:
         # Full fine-tuning keeps fp32 master weights (Trainer autocasts to bf16/fp16 on CUDA); a
-        # frozen LoRA base needs no master copy and is held in the compute dtype, as is usual
-        # (the adapters stay fp32: PEFT's autocast_adapter_dtype).
+        # frozen LoRA base needs no master copy: its projections are held in the compute dtype and
+        # the rest is upcast to fp32 as QLoRA's is (the adapters stay fp32: PEFT's
+        # autocast_adapter_dtype). Under ZeRO-3 zero.Init has partitioned the parameters while
+        # loading and DeepSpeed holds the model in the compute dtype; they are left as they are.
         dtype = compute_dtype if spec["method"] == "lora" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(model_ref["path"], dtype=dtype, **common)
+        if spec["method"] == "lora" and not zero3:
+            upcast_non_projections(model)
         if gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     model.config.use_cache = False
@@ -81,6 +87,33 @@ def load_model(spec: dict, device: str, dtype_name: str, zero3: bool):
     if spec["method"] in ("lora", "qlora"):
         model = add_adapters(model, spec, gc)
     return model
+
+
+def projection_modules(model) -> dict:
+    """name -> module of the linear layers that QLoRA stores in 4 bits: every ``nn.Linear`` but the
+    output embedding (transformers' bitsandbytes quantizer keeps lm_head in full precision) and
+    but the LoRA adapters' own layers."""
+    head = model.get_output_embeddings()
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear)
+        and m is not head
+        and "lm_head" not in name.split(".")  # also its base_layer where LoRA targets lm_head
+        and not any(part.startswith("lora_") for part in name.split("."))
+    }
+
+
+@torch.no_grad()
+def upcast_non_projections(model) -> None:
+    """What ``prepare_model_for_kbit_training`` does to a 4-bit model's non-quantized parameters
+    (peft/utils/other.py: every fp16/bf16 parameter that is not a Params4bit goes to fp32), done
+    to a 16-bit LoRA base with its projections standing in for the 4-bit layers: embeddings,
+    norms and lm_head become fp32, the projections keep the compute dtype."""
+    keep = {id(p) for m in projection_modules(model).values() for p in m.parameters(recurse=False)}
+    for p in model.parameters():
+        if id(p) not in keep and p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.to(torch.float32)
 
 
 @torch.no_grad()

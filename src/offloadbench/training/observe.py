@@ -9,6 +9,7 @@ claims never credit a mechanism that did not happen:
   and the class of the optimizer that steps;
 - the number of 4-bit base weights and their storage dtype on every QLoRA path (a ZeRO-3
   partitioned base must still be 4-bit);
+- the dtypes the frozen base of a (Q)LoRA run holds: its projections and everything else;
 - the bytes activation offload copied from an accelerator to the host.
 """
 
@@ -95,6 +96,30 @@ def four_bit_weights(model) -> dict:
     return {"count": n, "storage_dtypes": sorted(dtypes)}
 
 
+def _stored_dtype(p) -> str:
+    if type(p).__name__ == "Params4bit" or getattr(p, "quant_state", None) is not None:
+        qs = getattr(p, "quant_state", None)
+        return getattr(qs, "quant_type", None) or getattr(p, "quant_type", None) or "4bit"
+    return str(p.dtype).removeprefix("torch.")
+
+
+def base_dtypes(model) -> dict:
+    """The dtypes the frozen base holds, read from the live model: its decoder projections (the
+    linear layers QLoRA quantizes: "nf4" / "fp4" where they are 4-bit) and everything else of the
+    base (embeddings, norms, lm_head); the LoRA adapters are not counted. Several dtypes of one
+    kind are joined with "+"; a ZeRO-3 partitioned parameter reports the dtype it is held in."""
+    from .model import projection_modules
+
+    proj_modules = projection_modules(model)
+    proj_ids = {id(p) for m in proj_modules.values() for p in m.parameters(recurse=False)}
+    kinds: dict[str, set] = {"projections": set(), "other": set()}
+    for name, p in model.named_parameters():
+        if any(part.startswith("lora_") for part in name.split(".")):
+            continue
+        kinds["projections" if id(p) in proj_ids else "other"].add(_stored_dtype(p))
+    return {k: "+".join(sorted(v)) if v else None for k, v in kinds.items()}
+
+
 def observed(spec: dict, trainer, model, copies: ActivationCopies | None) -> dict:
     """summary.json's ``observed``: the mechanisms as they ran, and where each kind of state lived."""
     opt = optimizer_in_effect(trainer)
@@ -117,5 +142,6 @@ def observed(spec: dict, trainer, model, copies: ActivationCopies | None) -> dic
         "optimizer": opt,
         "zero": zero,
         "four_bit": four_bit_weights(model) if spec["method"] == "qlora" else None,
+        "base_dtypes": base_dtypes(model) if spec["method"] in ("lora", "qlora") else None,
         "activation_bytes_to_host": copies.bytes_to_host if copies is not None else None,
     }
