@@ -23,6 +23,7 @@ from .claims_file import load_claims
 from .claims_page import LABELS, to_html, to_markdown
 from .io import write_json, write_text
 from .memory.counting import load_model_config
+from .memory.measured import gpu_needed
 from .memory.predict import predict
 from .prediction import predict_claims
 from .spec import load_spec
@@ -158,9 +159,10 @@ def predicted_fit(claim: dict, summaries: dict[str, dict]) -> tuple[str, dict]:
     for run, s in summaries.items():
         spec = s["spec"]
         model_config = load_model_config(spec["model"]["path"], spec["model"].get("revision"))
-        numbers[f"{run}: predicted accelerator bytes"] = predict(spec, model_config, spec["block_size"], "cuda")[
-            "predicted"
-        ]["gpu"]["total"]
+        # loading and training, with the CUDA context: the rule prediction.py and the hardware table use
+        numbers[f"{run}: predicted accelerator bytes"] = gpu_needed(
+            predict(spec, model_config, spec["block_size"], "cuda")
+        )
     fits = {r: numbers[f"{r}: predicted accelerator bytes"] <= limit for r in summaries}
     gib = f"{limit / 2**30:.0f} GiB"
     if fits[claim["run"]] and not any(fits[r] for r in claim["against"]):

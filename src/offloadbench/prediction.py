@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import load_config
 from .memory.estimate import H100, estimate_time
-from .memory.measured import CUDA_CONTEXT_BYTES
+from .memory.measured import CUDA_CONTEXT_BYTES, gpu_needed
 from .memory.predict import predict
 from .spec import declared_runs, repo_path, run_spec
 
@@ -40,10 +40,7 @@ def predicted_runs(config: dict, model_config: dict, gpu: dict = H100) -> dict[s
         block = spec["block_size"]
         pred = predict(spec, model_config, block, "cuda")
         peaks = pred["predicted"]
-        # A run must get through loading as well as training: a ZeRO-3 QLoRA model sits whole on
-        # one GPU before DeepSpeed partitions it (memory.predict.load_peak).
-        needed = max(peaks["gpu"]["total"], pred["predicted_load"]["gpu"])
-        fits = needed + CUDA_CONTEXT_BYTES <= gpu["memory_bytes"]
+        fits = gpu_needed(pred) <= gpu["memory_bytes"]  # loading as well as training
         tr = spec["training"]
         tokens = tr["micro_batch_size"] * tr["gradient_accumulation_steps"] * spec["world_size"] * block
         seconds = estimate_time(spec, model_config, block, gpu)["seconds"] / tr["max_steps"]

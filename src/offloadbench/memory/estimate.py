@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..spec import declared_runs, run_spec
 from ..speed import MIN_STEPS, WARMUP_STEPS
 from .counting import activation_bytes, arch, base_bytes, lora_params, param_counts, trainable_groups
-from .measured import CUDA_CONTEXT_BYTES
+from .measured import gpu_needed
 from .predict import precision, predict
 from .units import MiB
 from .zero import nvme_param_placement, nvme_written_per_step, read_deepspeed, swappable_numel, zero3_settings
@@ -117,8 +117,8 @@ def estimate_time(spec: dict, model_config: dict, block_size: int, gpu: dict = H
 
 def estimate_profile(config: dict, model_config: dict, gpu: dict = H100) -> dict:
     """Every declared run of a profile on one ``gpu``, one after another: per run its estimate_time,
-    whether it fits (its predicted GPU peak plus the CUDA context within the card, as the hardware
-    table and offloadbench.prediction decide it) and its total (training plus final evaluation);
+    whether it fits (measured.gpu_needed within the card, as the hardware table and
+    offloadbench.prediction decide it) and its total (training plus final evaluation);
     for the profile the total seconds of the runs that fit (a run expected to run out of memory
     stops at once), the NVMe swap written, and the runs whose speed speed.py could not judge
     (fewer than MIN_STEPS timed steps). Downloads, the base model's evaluation, loading, saving
@@ -128,8 +128,7 @@ def estimate_profile(config: dict, model_config: dict, gpu: dict = H100) -> dict
         spec = run_spec(config, name)
         block = spec["block_size"]
         t = estimate_time(spec, model_config, block, gpu)
-        peak = predict(spec, model_config, block, "cuda")["predicted"]["gpu"]["total"]
-        fits = peak + CUDA_CONTEXT_BYTES <= gpu["memory_bytes"]
+        fits = gpu_needed(predict(spec, model_config, block, "cuda")) <= gpu["memory_bytes"]
         runs[name] = {**t, "fits": fits, "total_seconds": t["seconds"] + (t["eval_seconds"] or 0) if fits else 0.0}
     return {
         "gpu": gpu["name"],

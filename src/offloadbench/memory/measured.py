@@ -27,3 +27,10 @@ def comparable_gpu_bytes(predicted_gpu_total: int, kind: str) -> int:
     if kind not in KINDS:
         raise ValueError(f"unknown kind of GPU measurement {kind!r}: one of {sorted(KINDS)}")
     return predicted_gpu_total + (CUDA_CONTEXT_BYTES if kind in ("nvml", "unspecified") else 0)
+
+
+def gpu_needed(prediction: dict) -> int:
+    """Bytes a run needs on its card (a memory.predict.predict result for CUDA): the larger of its
+    load and training peaks (a ZeRO-3 QLoRA model sits whole on one GPU before DeepSpeed
+    partitions it), plus the CUDA context. The one rule every "does it fit" decision uses."""
+    return max(prediction["predicted"]["gpu"]["total"], prediction["predicted_load"]["gpu"]) + CUDA_CONTEXT_BYTES

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..spec import declared_runs, run_spec
 from .estimate import H100, estimate_time
+from .measured import gpu_needed
 from .predict import predict, predicted_disk_bytes
 from .units import GiB, MiB
 
@@ -33,8 +34,7 @@ def hardware_table(config: dict, model_config: dict, gpu: dict = H100) -> str:
         pred = full["predicted"]
         disk = predicted_disk_bytes(spec, model_config, block, "cuda")
         t = estimate_time(spec, model_config, block, gpu)
-        # it must get through loading too (a ZeRO-3 QLoRA model is whole on one GPU before partitioning)
-        fits = max(pred["gpu"]["total"], full["predicted_load"]["gpu"]) + 0.5 * GiB <= gpu["memory_bytes"]
+        fits = gpu_needed(full) <= gpu["memory_bytes"]
         time = f"{_duration(t['seconds'])} ({t['bound']})" if fits else "— (does not fit: OOM expected)"
         rows.append(
             f"| {spec['run']} | {spec['method']} | {_size(pred['gpu']['total'])}{'' if fits else ' ✗'} | "
