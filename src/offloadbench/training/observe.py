@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .model import projection_modules
+
 
 class ActivationCopies:
     """``save_on_cpu`` that counts what it moves: saved tensors go to host memory (pinned where an
@@ -108,7 +110,6 @@ def base_dtypes(model) -> dict:
     linear layers QLoRA quantizes: "nf4" / "fp4" where they are 4-bit) and everything else of the
     base (embeddings, norms, lm_head); the LoRA adapters are not counted. Several dtypes of one
     kind are joined with "+"; a ZeRO-3 partitioned parameter reports the dtype it is held in."""
-    from .model import projection_modules
 
     proj_modules = projection_modules(model)
     proj_ids = {id(p) for m in proj_modules.values() for p in m.parameters(recurse=False)}
