@@ -186,3 +186,18 @@ def test_shipped_default_reference_trained_on_the_shipped_corpus():
         splits = corpora.split_documents(corpora.load(ds["source"]), ds["validation_fraction"])
         for split, docs in splits.items():
             assert prov["data"][name][split]["text_sha256"] == corpora.text_sha256(docs), (name, split)
+
+
+def test_the_html_page_counts_metrics_within_as_the_markdown_does():
+    from offloadbench.reference import to_html
+
+    rows = [
+        {"run": "a", "metric": "eval loss", "reference": 1.0, "current": 1.0, "deviation": 0.0, "tolerance": 0.01,
+         "verdict": "within"},
+        {"run": "a", "metric": "eval gain", "reference": 0.1, "current": 0.0, "deviation": None, "tolerance": 0.25,
+         "verdict": "outside"},  # inf, written as null: outside, not left uncounted
+        {"run": "b", "metric": "all", "verdict": "missing", "note": "no summary"},
+    ]  # fmt: skip
+    result = {"available": True, "data": {"differences": []}, "provenance": None, "tolerances": {"loss": 0.01},
+              "rows": rows}  # fmt: skip
+    assert "1 of 2 metrics within, 1 outside" in to_html(result)

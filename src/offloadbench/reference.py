@@ -241,10 +241,11 @@ def to_html(result: dict) -> str:
     )
     tol = ", ".join(f"{g} {t:g}" for g, t in result["tolerances"].items())
     rows = pd.DataFrame(result["rows"])
-    outside = int((rows["verdict"] != "within").sum()) if len(rows) else 0
+    judged = rows[rows["tolerance"].notna()] if "tolerance" in rows else rows.iloc[0:0]  # a metric with a tolerance
+    within = int((judged["verdict"] == "within").sum())
     intro += (
-        f"Deviation = max(a/b, b/a) - 1; tolerances per group: {tol}. {outside} of {len(rows)} rows are not "
-        "within tolerance (timings are judged loosely, memory and losses tightly)."
+        f"Deviation = max(a/b, b/a) - 1; tolerances per group: {tol}. {within} of {len(judged)} metrics within, "
+        f"{len(judged) - within} outside (timings are judged loosely, memory and losses tightly)."
     )
     cols = [
         c for c in ("run", "metric", "reference", "current", "deviation", "tolerance", "verdict", "note") if c in rows
