@@ -202,3 +202,25 @@ def test_save_steps_zero_means_no_resume_point_and_no_checkpoint_disk(model_dir,
 
     disk = predicted_disk_bytes(resolve_spec(spec), load_model_config(str(model_dir)), 64, "cpu")
     assert disk["resume_checkpoints_at_peak"] == 0 and disk["total"] == disk["final_model"]
+
+
+def test_the_sampler_counts_a_childs_own_memory_found_without_scanning_every_process():
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from offloadbench.training.recorder import child_pids, children_uss
+
+    code = "import sys, time; x = bytearray(64 * 2**20); x[::4096] = b'1' * len(x[::4096]); print(1, flush=True); time.sleep(30)"
+    kid = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        kid.stdout.readline()  # its 64 MiB are touched
+        assert kid.pid in child_pids()
+        assert children_uss(psutil.Process()) > 60 * 2**20
+    finally:
+        kid.kill()
+        kid.wait()
+    time.sleep(0.1)
+    assert kid.pid not in child_pids()
