@@ -213,7 +213,8 @@ def test_the_sampler_counts_a_childs_own_memory_found_without_scanning_every_pro
 
     from offloadbench.training.recorder import child_pids, children_uss
 
-    code = "import sys, time; x = bytearray(64 * 2**20); x[::4096] = b'1' * len(x[::4096]); print(1, flush=True); time.sleep(30)"
+    code = "import time; x = bytearray(64 * 2**20); x[::4096] = b'1' * len(x[::4096]); print(1, flush=True)"
+    code += "; time.sleep(30)"
     kid = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         kid.stdout.readline()  # its 64 MiB are touched
