@@ -7,7 +7,8 @@ model, method, data, batch and number of steps.
     .venv/bin/python benchmarks/throughput.py --runs lora qlora --repeats 7
 
 Both sides time only optimizer steps (forward, backward, clipping, update; no checkpointing, no
-evaluation), count the same real tokens, and use the same threads. Each repeat runs the plain loop
+evaluation), count the same real tokens, and use the same threads; a run with activation offload
+runs the plain loop under torch's own ``save_on_cpu``, as the rule does under its counting copy. Each repeat runs the plain loop
 and then the rule, each in a fresh process, so that a slow minute of the machine hits both sides
 alike. Per run: the median tokens/s of each side over the repeats with their range, and the ratio
 rule / plain of the medians with its 95% bootstrap interval over the repeats (offloadbench.speed).
@@ -58,6 +59,16 @@ def batches(data, micro: int, accum: int, steps: int, seed: int):
     return [out[s * accum : (s + 1) * accum] for s in range(steps)]
 
 
+def saved_activations(spec: dict):
+    """torch's own save_on_cpu where the run offloads activations (training.activation_offload), so
+    the plain loop does the work the rule's hooks do; otherwise nothing."""
+    import contextlib
+
+    if spec["training"]["activation_offload"]:
+        return torch.autograd.graph.save_on_cpu(pin_memory=False)
+    return contextlib.nullcontext()
+
+
 def plain_loop(spec: dict, data_dir: Path) -> float:
     """tokens/s of a hand-written loop: torch AdamW, or DeepSpeed's engine for ZeRO runs."""
     import datasets
@@ -97,7 +108,8 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
         t0 = time.perf_counter()
         for micro_batches in steps:
             for b in micro_batches:
-                engine.backward(engine(input_ids=b, labels=b).loss)
+                with saved_activations(spec):
+                    engine.backward(engine(input_ids=b, labels=b).loss)
                 engine.step()
         elapsed = time.perf_counter() - t0
     else:
@@ -108,7 +120,8 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
         t0 = time.perf_counter()
         for micro_batches in steps:
             for b in micro_batches:
-                (model(input_ids=b, labels=b).loss / len(micro_batches)).backward()
+                with saved_activations(spec):
+                    (model(input_ids=b, labels=b).loss / len(micro_batches)).backward()
             torch.nn.utils.clip_grad_norm_(params, tr["max_grad_norm"])
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
