@@ -8,10 +8,11 @@ model, method, data, batch and number of steps.
 
 Both sides time only optimizer steps (forward, backward, clipping, update; no checkpointing, no
 evaluation), count the same real tokens, and use the same threads; a run with activation offload
-runs the plain loop under torch's own ``save_on_cpu``, as the rule does under its counting copy. Each repeat runs the plain loop
-and then the rule, each in a fresh process, so that a slow minute of the machine hits both sides
-alike. Per run: the median tokens/s of each side over the repeats with their range, and the ratio
-rule / plain of the medians with its 95% bootstrap interval over the repeats (offloadbench.speed).
+runs the plain loop under torch's own ``save_on_cpu``, as the rule does under its counting copy.
+Each repeat runs the plain loop and then the rule, each in a fresh process, so that a slow minute
+of the machine hits both sides alike. Per run: the median tokens/s of each side over the repeats
+with their range, and the ratio rule / plain of the medians with its 95% bootstrap interval over
+the repeats (offloadbench.speed).
 The target is a ratio of at least 0.9, judged on the interval: met (the whole interval is at least
 0.9), missed (all of it below), or undecided (the interval straddles 0.9: the machine was too
 noisy for this many repeats; run more). Exit status 0 when every run met it, 1 when one missed
