@@ -50,6 +50,9 @@ def test_the_paper_profiles_offload_runs_have_twins_too():
     twins = find_twins(specs)
     assert set(twins) == {r for r, s in specs.items() if offloads(s)}
     assert all(t is not None for t in twins.values()), twins
+    # Each seed of qlora_offload has the twin of its own seed (the same data order), never another's.
+    seeds = ("", ".s2", ".s3")
+    assert [twins[f"qlora_offload{k}"] for k in seeds] == [f"qlora_zero3{k}" for k in seeds]
 
 
 def test_a_changed_learning_rate_is_not_a_twin():

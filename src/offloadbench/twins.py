@@ -53,7 +53,7 @@ def offloads(spec: dict) -> list[str]:
 def without_offload(spec: dict) -> dict:
     """The spec with every offload setting (and the run's name and paths) taken out."""
     s = copy.deepcopy(spec)
-    for key in ("run", "deepspeed", "nvme_dir", "disk", "locked_bytes"):
+    for key in ("run", "repeat_of", "deepspeed", "nvme_dir", "disk", "locked_bytes"):
         s.pop(key, None)
     ds = s.get("deepspeed_config")
     if ds:
