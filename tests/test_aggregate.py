@@ -148,3 +148,16 @@ def test_the_seeds_table_is_written_with_or_without_repeats(tmp_path):
     assert main(["--spec", json.dumps(spec), "--runs-dir", str(runs), "--out", str(tmp_path / "u")]) == 0
     assert pd.read_csv(tmp_path / "u" / "seeds.csv").empty
     assert "No seed repeats" in (tmp_path / "u" / "seeds.html").read_text()
+
+
+def test_the_seeds_table_shows_counts_as_counts_and_each_metric_in_its_own_digits(tmp_path):
+    runs = tmp_path / "runs"
+    for name, loss, rate in (("lora", 6.2107, 7029.6), ("lora.s2", 6.2035, 6704.8), ("lora.s3", 6.2017, 7217.8)):
+        write_run(runs, name, eval_loss=loss, tokens_per_s=rate)
+    group = ["lora", "lora.s2", "lora.s3"]
+    spec = {"runs": group, "baseline_run": "lora", "profile": "t", "repeats": {"lora": group}}
+    assert main(["--spec", json.dumps(spec), "--runs-dir", str(runs), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t" / "seeds.md").read_text()
+    row = " ".join(next(line for line in md.splitlines() if "eval loss" in line).split())
+    assert "| 6.204 | 6.202 | 6.211 | 0.009 | 3 | 3 |" in row, row  # not 6.20 | ... | 3.00 | 3.00
+    assert "7,030" in md and "3.00" not in md

@@ -191,6 +191,8 @@ def decimals(table: pd.DataFrame) -> dict[str, int | str]:
     """Decimals per numeric column, or a format spec (twin differences span 1e-7 to 1e-1)."""
     known = {col: d for col, (_, _, d) in COLUMNS.items() if d is not None}
     known |= {"twin max Δloss": ".1e", "tokens/s median": 0, "tokens/s IQR": 0, "timed steps": 0}
+    # the seeds table: one row per metric (losses ~6, perplexities ~500, tokens/s ~7,000), counts
+    known |= {"median": ",.4g", "min": ",.4g", "max": ",.4g", "range": ".3g", "n": 0, "of": 0}
     return {col: known.get(col, 2) for col in table.columns if pd.api.types.is_numeric_dtype(table[col])}
 
 
