@@ -101,6 +101,17 @@ def swappable_numel(tensors: list[int], ws: int, nbytes: int, min_aio_bytes: int
     return sum(_ceil_div(n, ws) for n in tensors if _ceil_div(n, ws) * nbytes >= min_aio_bytes)
 
 
+def param_swap_buffers(z3: dict, cb: int) -> int:
+    """Bytes of the parameter swapper's pinned buffers (offload_param nvme), elements of cb bytes."""
+    return z3["param_buffer_count"] * _align(z3["param_buffer_size"], 1024 // cb) * cb
+
+
+def optimizer_swap_buffers(z3: dict, part: int) -> int:
+    """Bytes of the optimizer swapper's pinned fp32 buffers (offload_optimizer nvme), for a rank's
+    partition of ``part`` trainable elements: one sub-group each."""
+    return z3["optimizer_buffer_count"] * _align(min(part, z3["sub_group_size"]), 256) * 4
+
+
 def zero3_placement(put, z3: dict, cfg: dict, spec: dict, p: dict, base: float, notes: list) -> None:
     """ZeRO-3 placement per rank (deepspeed/runtime/zero/stage3.py, runtime/swap_tensor/)."""
     ws, counts = spec.get("world_size", 1), param_counts(cfg)
@@ -121,7 +132,7 @@ def zero3_placement(put, z3: dict, cfg: dict, spec: dict, p: dict, base: float, 
         small = sum(_ceil_div(n, ws) for n in on_nvme + frozen if _ceil_div(n, ws) * cb < z3["min_aio_bytes"])
         put("nvme", "weights", cb * files)
         put("host", "weights", cb * (flat + small))
-        buffers = z3["param_buffer_count"] * _align(z3["param_buffer_size"], 1024 // cb) * cb
+        buffers = param_swap_buffers(z3, cb)
         put("host", "weights", buffers)
         notes.append(
             f"offload_param nvme: {z3['param_buffer_count']} pinned swap buffers of {z3['param_buffer_size']:.0e} "
@@ -148,7 +159,7 @@ def zero3_placement(put, z3: dict, cfg: dict, spec: dict, p: dict, base: float, 
         put("nvme", "optimizer", 12 * part)  # fp32 master, exp_avg, exp_avg_sq
         put("nvme", "gradients", 4 * swapped)  # fp32 gradients of the swappable partitions
         put("host", "gradients", 4 * (part - swapped))  # the others stay in memory
-        put("host", "optimizer", z3["optimizer_buffer_count"] * _align(sub, 256) * 4)  # pinned swap buffers
+        put("host", "optimizer", optimizer_swap_buffers(z3, part))  # pinned swap buffers
     else:
         put(where[z3["optimizer"]], "optimizer", 12 * part)  # fp32 master, exp_avg, exp_avg_sq
         # The fp32 gradient the optimizer steps on: a flattened copy per sub-group on the GPU,
@@ -188,11 +199,11 @@ def locked_swap_bytes(z3: dict | None, cfg: dict, spec: dict, cb: int) -> int:
         return 0
     out = 0
     if z3["params"] == "nvme":
-        out += z3["param_buffer_count"] * _align(z3["param_buffer_size"], 1024 // cb) * cb
+        out += param_swap_buffers(z3, cb)
     if z3["optimizer"] == "nvme":
         n_lora = lora_params(cfg, spec["lora"]) if spec["method"] != "full" else 0
         part = _ceil_div(n_lora or param_counts(cfg)["total"], spec.get("world_size", 1))
-        out += z3["optimizer_buffer_count"] * _align(min(part, z3["sub_group_size"]), 256) * 4
+        out += optimizer_swap_buffers(z3, part)
     return out
 
 
