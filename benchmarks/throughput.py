@@ -84,6 +84,10 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
     if ds:
         import deepspeed
 
+        from offloadbench.training.world import single_process_rendezvous
+
+        if spec["world_size"] == 1:
+            single_process_rendezvous()  # started as the rule starts it: plain python
         deepspeed.init_distributed(dist_backend="gloo")
         ds.update(
             train_micro_batch_size_per_gpu=tr["micro_batch_size"],

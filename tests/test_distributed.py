@@ -17,6 +17,7 @@ from offloadbench.config import load_config
 from offloadbench.launch import launcher_argv, launcher_command, torchrun_args, train_argv
 from offloadbench.resolve import resolve_spec
 from offloadbench.spec import run_spec
+from offloadbench.training.world import single_process_rendezvous
 
 
 def spec(world_size: int = 1, num_nodes: int = 1, run: str = "zero3_offload_cpu") -> dict:
@@ -28,9 +29,27 @@ def spec(world_size: int = 1, num_nodes: int = 1, run: str = "zero3_offload_cpu"
 TORCHRUN = "python -m torch.distributed.run --standalone --nproc_per_node"
 
 
-def test_one_process_runs_plain_python_and_deepspeed_runs_torchrun():
+def test_one_process_runs_plain_python_deepspeed_too():
     assert launcher_command(spec(run="lora")) == "python"
-    assert launcher_command(spec(1)) == f"{TORCHRUN} 1"
+    assert launcher_command(spec(1)) == "python", "no torchrun agent for one DeepSpeed process"
+
+
+def test_a_plain_python_deepspeed_process_gets_torchruns_one_process_rendezvous():
+    env = {}
+    set_ = single_process_rendezvous(env)
+    assert env == set_ and {k: env[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")} == {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+    }
+    assert env["MASTER_ADDR"] == "127.0.0.1" and 0 < int(env["MASTER_PORT"]) < 65536
+    launched = {"RANK": "3", "WORLD_SIZE": "8", "MASTER_ADDR": "gpu07"}
+    assert single_process_rendezvous(launched) == {} and launched == {
+        "RANK": "3",
+        "WORLD_SIZE": "8",
+        "MASTER_ADDR": "gpu07",
+    }
 
 
 def test_two_processes_on_one_machine_run_torchrun_standalone():
@@ -43,9 +62,10 @@ def test_tools_get_this_interpreter_and_the_whole_command():
     train_argv is the train rule's whole command."""
     assert launcher_argv(spec(run="lora")) == [sys.executable]
     assert launcher_argv(spec(2))[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    cmd = train_argv(spec(1), "data", "out")
+    cmd = train_argv(spec(2), "data", "out")
     assert cmd[6:9] == ["-m", "offloadbench.train", "--spec"] and cmd[-4:] == ["--data", "data", "--out", "out"]
-    assert json.loads(cmd[9]) == spec(1)
+    assert json.loads(cmd[9]) == spec(2)
+    assert train_argv(spec(1), "data", "out")[:3] == [sys.executable, "-m", "offloadbench.train"]
 
 
 def test_two_machines_run_one_rendezvous_agent_per_node_through_srun():

@@ -88,8 +88,7 @@ def test_jobs_are_launched_like_the_train_rule(gpu_check, tmp_path, monkeypatch)
     plain = gpu_check.train_command(run_spec(config, "qlora_paged"), tmp_path / "data", tmp_path / "out")
     assert plain[:3] == [sys.executable, "-m", "offloadbench.train"]
     ds = gpu_check.train_command(run_spec(config, "zero3_offload_cpu"), tmp_path / "data", tmp_path / "out")
-    assert ds[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
-    assert ds[6:8] == ["-m", "offloadbench.train"]
+    assert ds[:3] == [sys.executable, "-m", "offloadbench.train"], "one DeepSpeed process: plain python too"
     spec = json.loads(ds[ds.index("--spec") + 1])
     assert config_spec(spec) == run_spec(config, "zero3_offload_cpu"), "the run's spec, resolved"
     assert (

@@ -72,3 +72,51 @@ def test_paper_hardware_table(capsys):
     assert "**all runs**" in rows
     full = predict(run_spec(paper, "full"), cfg, 512, "cuda")["predicted"]["gpu"]
     assert full["weights"] + full["gradients"] + full["optimizer"] >= 16 * 8_030_261_248  # fp32 states: > 80 GB
+
+
+def test_one_call_gives_every_run_what_a_call_each_would(config, tiny, tmp_path):
+    """The rule runs the memory model once for all runs (one DeepSpeed import): each output is the
+    one a call for that run alone writes, each run with its own model config and summary."""
+    wide = {**tiny, "hidden_size": 2 * tiny["hidden_size"], "intermediate_size": 2 * tiny["intermediate_size"]}
+    runs = {
+        "zero3_offload_nvme": (
+            spec_for(config, "zero3_offload_nvme"),
+            wide,
+            {"device": "cpu", "host_rss_peak_bytes": 3e9},
+        ),
+        "qlora": (spec_for(config, "qlora"), tiny, {"device": "cpu", "host_rss_peak_bytes": 7e8}),
+        "full": (spec_for(config, "full"), tiny, {"device": "cpu", "host_rss_peak_bytes": 6e8}),
+    }
+    args = {"spec": [], "model-config": [], "summary": [], "out": []}
+    alone = {}
+    for name, (spec, model, summary) in runs.items():
+        (tmp_path / name).mkdir()
+        files = {k: tmp_path / name / f"{k}.json" for k in ("spec", "model-config", "summary")}
+        for k, value in zip(files, (spec, model, summary), strict=True):
+            files[k].write_text(json.dumps(value))
+        for k, path in files.items():
+            args[k].append(str(path))
+        args["out"].append(str(tmp_path / "all" / f"{name}.json"))
+        one = [x for k, path in files.items() for x in (f"--{k}", str(path))]
+        assert main([*one, "--out", str(tmp_path / name / "out.json")]) == 0
+        alone[name] = json.loads((tmp_path / name / "out.json").read_text())
+    assert main([x for k, values in args.items() for x in (f"--{k}", *values)]) == 0
+    for name in runs:
+        assert json.loads((tmp_path / "all" / f"{name}.json").read_text()) == alone[name], name
+    narrow = tmp_path / "narrow.json"
+    assert main(["--spec", args["spec"][0], "--model-config", args["model-config"][1], "--out", str(narrow)]) == 0
+    params = [
+        r["deepspeed_estimate"]["arguments"]["total_params"]
+        for r in (alone["zero3_offload_nvme"], json.loads(narrow.read_text()))
+    ]
+    assert params[0] > 2 * params[1], "each run read its own model config"
+    assert alone["zero3_offload_nvme"]["deepspeed_estimate"] and alone["full"]["deepspeed_estimate"] is None
+
+
+def test_counts_that_do_not_pair_up_are_refused(config, tiny, tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps(tiny))
+    spec = json.dumps(spec_for(config, "full"))
+    with pytest.raises(SystemExit):
+        main(["--spec", spec, spec, "--model-config", str(tmp_path / "config.json"), "--out", str(tmp_path / "a.json")])
+    assert "--out: 1 given for 2 --spec" in capsys.readouterr().err
+    assert not (tmp_path / "a.json").exists()

@@ -66,7 +66,9 @@ def test_nvme_runs_get_their_buffer_size_swap_folder_and_disk_needs():
     assert zero["offload_param"]["nvme_path"] == zero["offload_optimizer"]["nvme_path"] == str(swap)
     for device in ("cpu", "cuda"):
         assert 0 < resolved["disk"][device]["nvme_swap"] < resolved["disk"][device]["total"]
-    assert resolved["launcher"][:3] == ["python", "-m", "torch.distributed.run"]
+    assert resolved["launcher"] == ["python"]
+    two = resolve({**spec("zero3_offload_cpu"), "world_size": 2}, TINY_MODEL)
+    assert two["launcher"][:3] == ["python", "-m", "torch.distributed.run"]
     assert resolve(spec("full"), TINY_MODEL)["deepspeed_config"] is None
 
 

@@ -1,7 +1,10 @@
 """The command that starts one training job, from the run's ``world_size`` and ``num_nodes``.
 
-- one process: ``python``
-- DeepSpeed or several processes on one machine: ``torchrun --standalone --nproc_per_node <ws>``
+- one process: ``python``, DeepSpeed runs too: the training process sets the one-process
+  rendezvous torchrun would (``training.world.single_process_rendezvous``), as Hugging Face's
+  DeepSpeed guide does for a notebook. torchrun's agent is a process of its own that imports torch
+  before it starts the rank: ~4 s a job on the 2-core machine, for nothing to coordinate.
+- several processes on one machine: ``torchrun --standalone --nproc_per_node <ws>``
   (``accelerate launch`` and the ``deepspeed`` launcher wrap the same elastic agent); Trainer reads
   the rank and world size torchrun sets.
 - several machines (Slurm only): ``srun`` starts one ``python -m offloadbench.launch`` per node in
@@ -90,7 +93,7 @@ def launcher_argv(spec: dict, python: str | None = None) -> list[str]:
             *("srun", "--nodes", str(nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1"),
             *(python, "-m", "offloadbench.launch", "--nnodes", str(nodes), "--nproc-per-node", per_node),
         ]
-    if spec["deepspeed"] or ws > 1:
+    if ws > 1:
         return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ws)]
     return [python]
 

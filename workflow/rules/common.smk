@@ -111,6 +111,23 @@ def run_model_config(wildcards):
     return inputs
 
 
+def memory_inputs(wildcards):
+    """Every run's spec and summary for the memory model, in the order of RUNS, and (scratch) the
+    model folders whose config.json it reads."""
+    inputs = {
+        "specs": expand("results/specs/{run}.json", run=RUNS),
+        "summaries": expand("results/runs/{run}/summary.json", run=RUNS),
+    }
+    if SCRATCH:
+        inputs["models"] = sorted(set(memory_model_configs()))
+    return inputs
+
+
+def memory_model_configs():
+    """Each run's model (folder or hub id), in the order of RUNS: one --model-config per --spec."""
+    return [run_spec(config, run)["model"]["path"] for run in RUNS]
+
+
 def run_inputs(wildcards):
     """A run's tokenized data and, for scratch models, its (pretrained) base model folder."""
     spec = run_spec(config, wildcards.run)

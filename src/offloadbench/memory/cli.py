@@ -1,10 +1,14 @@
 """Predicted peak memory of a run per device (GPU, host, NVMe), beside what the run measured.
 
 The command line of the memory model (python -m offloadbench.memory runs main; rule memory in
-workflow/rules/memory.smk calls it once per run):
+workflow/rules/memory.smk calls it once for every run of the profile, so that DeepSpeed, whose
+estimate it gives beside its own for ZeRO-3 runs, is imported once, not once a run: ~10 s each
+time on the 2-core machine):
 
     python -m offloadbench.memory --spec <json or path> --model-config <config.json> --block-size N \
         --summary results/runs/<run>/summary.json --out results/memory/<run>.json
+    python -m offloadbench.memory --spec results/specs/a.json results/specs/b.json \
+        --model-config <a's config> <b's config> --summary <a's> <b's> --out <a's> <b's>
     python -m offloadbench.memory --hardware-table --config configs/paper.yaml \
         --model-config configs/models/llama-3.1-8b.json
 """
@@ -68,39 +72,62 @@ def time_table(profile: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m offloadbench.memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--spec", help="resolved run spec (JSON text or file)")
+    parser.add_argument("--spec", nargs="+", help="resolved run spec(s) (JSON text or file): one result each")
     parser.add_argument(
-        "--model-config", required=True, help="the model's config.json, its folder, or a hub id (read from the cache)"
+        "--model-config",
+        nargs="+",
+        required=True,
+        help="the model's config.json, its folder or a hub id (from the cache): one for every --spec or one for all",
     )
     parser.add_argument("--revision", help="hub revision of --model-config")
-    parser.add_argument("--block-size", type=int, help="tokens per training example (default: the spec's)")
-    parser.add_argument("--summary", type=Path, help="the run's summary.json (measured values)")
+    parser.add_argument("--block-size", type=int, help="tokens per training example (default: each spec's)")
+    parser.add_argument("--summary", type=Path, nargs="+", help="each run's summary.json (measured values)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the summary's device, else cpu")
-    parser.add_argument("--out", type=Path, help="write the comparison JSON here")
+    parser.add_argument("--out", type=Path, nargs="+", help="where each run's comparison JSON goes")
     parser.add_argument("--hardware-table", action="store_true", help="print the Markdown table of --config's runs")
     parser.add_argument("--config", type=Path, help="profile merged onto configs/config.yaml (--hardware-table)")
     args = parser.parse_args(argv)
-    model_config = load_model_config(args.model_config, args.revision)
     if args.hardware_table:
         config = load_config(*([args.config] if args.config else []))
+        model_config = load_model_config(args.model_config[0], args.revision)
         sys.stdout.write(hardware_table(config, model_config))
         sys.stdout.write("\n" + time_table(estimate_profile(config, model_config)))
         return 0
     if not (args.spec and args.out):
         parser.error("--spec and --out are required (or --hardware-table)")
-    spec = load_spec(args.spec)
-    args.block_size = args.block_size or spec.get("block_size")
-    if not args.block_size:
-        parser.error("--block-size is required: the spec names none")
-    summary = json.loads(args.summary.read_text()) if args.summary else {}
-    device = args.device or summary.get("device") or "cpu"
-    result = compare(predict(spec, model_config, args.block_size, device), summary)
+    n = len(args.spec)
+    for name in ("model_config", "summary", "out"):
+        given = getattr(args, name)
+        if given is not None and len(given) not in ({n} if name == "out" else {1, n}):
+            parser.error(
+                f"--{name.replace('_', '-')}: {len(given)} given for {n} --spec; give one for every --spec"
+                + ("" if name == "out" else " or one for all")
+            )
+    configs: dict[str, dict] = {}  # runs of one model share its config
+    for i, (spec_arg, out) in enumerate(zip(args.spec, args.out, strict=True)):
+        ref = args.model_config[i if len(args.model_config) == n else 0]
+        if ref not in configs:
+            configs[ref] = load_model_config(ref, args.revision)
+        summary_path = args.summary[i if len(args.summary) == n else 0] if args.summary else None
+        spec = load_spec(spec_arg)
+        block_size = args.block_size or spec.get("block_size")
+        if not block_size:
+            parser.error(f"--block-size is required: the spec of run {spec.get('run')} names none")
+        write_json(out, run_memory(spec, configs[ref], block_size, summary_path, args.device))
+    return 0
+
+
+def run_memory(spec: dict, model_config: dict, block_size: int, summary_path: Path | None, device: str | None) -> dict:
+    """One run's results/memory/<run>.json: the prediction beside what it measured, DeepSpeed's
+    estimate for ZeRO-3 runs, and the disk it needs."""
+    summary = json.loads(summary_path.read_text()) if summary_path else {}
+    device = device or summary.get("device") or "cpu"
+    result = compare(predict(spec, model_config, block_size, device), summary)
     result["deepspeed_estimate"] = deepspeed_estimate(spec, model_config, device)
-    result["disk"] = predicted_disk_bytes(spec, model_config, args.block_size, device)
+    result["disk"] = predicted_disk_bytes(spec, model_config, block_size, device)
     if summary.get("checkpoint_bytes") is not None:
         result["disk"]["final_model_measured"] = summary["checkpoint_bytes"]
-    write_json(args.out, result)
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -35,13 +35,15 @@ from .offload import deepspeed_config, offload_label, offload_summary, release_s
 from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, local_device, rank_entry, tree_rss
 from .trainer import capture_warnings, evaluate, make_trainer, train_batch_size, training_arguments
 from .watchdog import stop_if_gone
-from .world import world
+from .world import single_process_rendezvous, world
 
 
 def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -> dict:
     import datasets
 
     t0 = time.perf_counter()
+    if spec["deepspeed"] and spec["world_size"] == 1:
+        single_process_rendezvous()  # started as plain python (offloadbench.launch): no torchrun agent
     rank, world_size = world()
     is_main = rank == 0
     out.mkdir(parents=True, exist_ok=True)
