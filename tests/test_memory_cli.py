@@ -70,6 +70,12 @@ def test_paper_hardware_table(capsys):
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     assert "OOM expected" in rows["full"] and "OOM expected" not in rows["lora"]
     assert "**all runs**" in rows
+    first = {}  # the hardware table's rows (the time table below repeats the names)
+    for line in table.splitlines():
+        if line.startswith("| "):
+            first.setdefault(line.split("|")[1].strip(), line)
+    steps = {name: first[name].split("|")[3].strip() for name in ("lora", "zero3_offload_nvme")}
+    assert steps == {"lora": "200", "zero3_offload_nvme": "30"}, "each run's own steps, not the profile's default"
     full = predict(run_spec(paper, "full"), cfg, 512, "cuda")["predicted"]["gpu"]
     assert full["weights"] + full["gradients"] + full["optimizer"] >= 16 * 8_030_261_248  # fp32 states: > 80 GB
 
@@ -120,3 +126,15 @@ def test_counts_that_do_not_pair_up_are_refused(config, tiny, tmp_path, capsys):
         main(["--spec", spec, spec, "--model-config", str(tmp_path / "config.json"), "--out", str(tmp_path / "a.json")])
     assert "--out: 1 given for 2 --spec" in capsys.readouterr().err
     assert not (tmp_path / "a.json").exists()
+
+
+def test_the_paper_profiles_page_shows_the_tables_the_command_prints(capsys):
+    """docs/paper-profile.md pastes both tables of --hardware-table: every row of them is there as
+    printed, so a change to the profile or the memory model that moves a number fails here until
+    the page is regenerated."""
+    model = str(REPO / "configs" / "models" / "llama-3.1-8b.json")
+    assert main(["--hardware-table", "--config", str(REPO / "configs" / "paper.yaml"), "--model-config", model]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    page = (REPO / "docs" / "paper-profile.md").read_text().splitlines()
+    missing = [line for line in printed if line not in page]
+    assert len(printed) > 30 and not missing, missing[:3]

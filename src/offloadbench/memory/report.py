@@ -37,7 +37,7 @@ def hardware_table(config: dict, model_config: dict, gpu: dict = H100) -> str:
         fits = gpu_needed(full) <= gpu["memory_bytes"]
         time = f"{_duration(t['seconds'])} ({t['bound']})" if fits else "— (does not fit: OOM expected)"
         rows.append(
-            f"| {spec['run']} | {spec['method']} | {_size(pred['gpu']['total'])}{'' if fits else ' ✗'} | "
+            f"| {spec['run']} | {spec['method']} | {spec['training']['max_steps']} | {_size(pred['gpu']['total'])}{'' if fits else ' ✗'} | "
             f"{_size(pred['host']['total'])} | {_size(pred['nvme']['total'])} | {_size(disk['final_model'])} | "
             f"{_size(disk['total'])} | {time} |"
         )
@@ -46,20 +46,20 @@ def hardware_table(config: dict, model_config: dict, gpu: dict = H100) -> str:
         totals["final"] += disk["final_model"]
         totals["disk"] = max(totals["disk"], disk["total"] - disk["final_model"])
         totals["seconds"] += t["seconds"] if fits else 0
-    steps, block = config["training"]["max_steps"], config["dataset"]["block_size"]
+    block = config["dataset"]["block_size"]
     head = [
-        f"Predicted per run on one {gpu['name']} ({config['model']['name']}, block {block}, "
-        f"{steps} optimizer steps). Memory is counted from the model config (python -m offloadbench.memory); "
+        f"Predicted per run on one {gpu['name']} ({config['model']['name']}, block {block}; steps: each run's "
+        "optimizer steps). Memory is counted from the model config (python -m offloadbench.memory); "
         "time is a **model estimate, not a measurement**: "
         f"{gpu['bf16_flops'] / 1e12:.0f} TFLOPS bf16 at an assumed {gpu['mfu']:.0%} MFU, "
         f"PCIe {gpu['pcie_bytes_per_s'] / 1e9:.0f} GB/s, NVMe {gpu['nvme_bytes_per_s'] / 1e9:.0f} GB/s.",
         "",
-        "| run | method | GPU (peak allocated) | host RAM (peak) | NVMe swap | final checkpoint | disk at peak | "
+        "| run | method | steps | GPU (peak allocated) | host RAM (peak) | NVMe swap | final checkpoint | disk at peak | "
         "est. time on H100 |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     total = (
-        f"| **all runs** | | {_size(totals['gpu'])} (max) | {_size(totals['host'])} (max) | | "
+        f"| **all runs** | | | {_size(totals['gpu'])} (max) | {_size(totals['host'])} (max) | | "
         f"{_size(totals['final'])} (sum) | {_size(totals['final'] + totals['disk'])} | "
         f"{_duration(totals['seconds'])} (runs that fit) |"
     )
