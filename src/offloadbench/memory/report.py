@@ -37,7 +37,8 @@ def hardware_table(config: dict, model_config: dict, gpu: dict = H100) -> str:
         fits = gpu_needed(full) <= gpu["memory_bytes"]
         time = f"{_duration(t['seconds'])} ({t['bound']})" if fits else "— (does not fit: OOM expected)"
         rows.append(
-            f"| {spec['run']} | {spec['method']} | {spec['training']['max_steps']} | {_size(pred['gpu']['total'])}{'' if fits else ' ✗'} | "
+            f"| {spec['run']} | {spec['method']} | {spec['training']['max_steps']} | "
+            f"{_size(pred['gpu']['total'])}{'' if fits else ' ✗'} | "
             f"{_size(pred['host']['total'])} | {_size(pred['nvme']['total'])} | {_size(disk['final_model'])} | "
             f"{_size(disk['total'])} | {time} |"
         )
@@ -54,8 +55,8 @@ def hardware_table(config: dict, model_config: dict, gpu: dict = H100) -> str:
         f"{gpu['bf16_flops'] / 1e12:.0f} TFLOPS bf16 at an assumed {gpu['mfu']:.0%} MFU, "
         f"PCIe {gpu['pcie_bytes_per_s'] / 1e9:.0f} GB/s, NVMe {gpu['nvme_bytes_per_s'] / 1e9:.0f} GB/s.",
         "",
-        "| run | method | steps | GPU (peak allocated) | host RAM (peak) | NVMe swap | final checkpoint | disk at peak | "
-        "est. time on H100 |",
+        "| run | method | steps | GPU (peak allocated) | host RAM (peak) | NVMe swap | final checkpoint | "
+        "disk at peak | est. time on H100 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     total = (
