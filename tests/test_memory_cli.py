@@ -126,6 +126,24 @@ def test_counts_that_do_not_pair_up_are_refused(config, tiny, tmp_path, capsys):
         main(["--spec", spec, spec, "--model-config", str(tmp_path / "config.json"), "--out", str(tmp_path / "a.json")])
     assert "--out: 1 given for 2 --spec" in capsys.readouterr().err
     assert not (tmp_path / "a.json").exists()
+    (tmp_path / "summary.json").write_text(json.dumps({"device": "cpu"}))
+    outs = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    with pytest.raises(SystemExit):  # one run's measurements are never paired with every run
+        main(
+            [
+                "--spec",
+                spec,
+                spec,
+                "--model-config",
+                str(tmp_path / "config.json"),
+                "--summary",
+                str(tmp_path / "summary.json"),
+                "--out",
+                *outs,
+            ]
+        )
+    assert "--summary: 1 given for 2 --spec; give one for every --spec\n" in capsys.readouterr().err
+    assert not (tmp_path / "a.json").exists()
 
 
 def test_the_paper_profiles_page_shows_the_tables_the_command_prints(capsys):

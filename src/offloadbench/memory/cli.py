@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--revision", help="hub revision of --model-config")
     parser.add_argument("--block-size", type=int, help="tokens per training example (default: each spec's)")
-    parser.add_argument("--summary", type=Path, nargs="+", help="each run's summary.json (measured values)")
+    parser.add_argument(
+        "--summary", type=Path, nargs="+", help="each run's summary.json (measured values): one for every --spec"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: the summary's device, else cpu")
     parser.add_argument("--out", type=Path, nargs="+", help="where each run's comparison JSON goes")
     parser.add_argument("--hardware-table", action="store_true", help="print the Markdown table of --config's runs")
@@ -96,19 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.spec and args.out):
         parser.error("--spec and --out are required (or --hardware-table)")
     n = len(args.spec)
-    for name in ("model_config", "summary", "out"):
+    for name, allowed in (("model_config", {1, n}), ("summary", {n}), ("out", {n})):
         given = getattr(args, name)
-        if given is not None and len(given) not in ({n} if name == "out" else {1, n}):
+        if given is not None and len(given) not in allowed:
             parser.error(
                 f"--{name.replace('_', '-')}: {len(given)} given for {n} --spec; give one for every --spec"
-                + ("" if name == "out" else " or one for all")
+                + (" or one for all" if 1 in allowed else "")
             )
+    models = args.model_config * n if len(args.model_config) == 1 else args.model_config
+    summaries = args.summary or [None] * n
     configs: dict[str, dict] = {}  # runs of one model share its config
-    for i, (spec_arg, out) in enumerate(zip(args.spec, args.out, strict=True)):
-        ref = args.model_config[i if len(args.model_config) == n else 0]
+    for spec_arg, ref, summary_path, out in zip(args.spec, models, summaries, args.out, strict=True):
         if ref not in configs:
             configs[ref] = load_model_config(ref, args.revision)
-        summary_path = args.summary[i if len(args.summary) == n else 0] if args.summary else None
         spec = load_spec(spec_arg)
         block_size = args.block_size or spec.get("block_size")
         if not block_size:
