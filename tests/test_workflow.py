@@ -494,6 +494,36 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_matches(tiny_workflow, tmp
     )
 
 
+@pytest.mark.parametrize("trainer_save", [False, True], ids=["offloadbench", "trainer-own"])
+def test_a_zero3_adapter_save_gathers_only_the_adapter(tiny_workflow, tmp_path, trainer_save):
+    """A resume point of QLoRA under ZeRO-3 gathers the adapter's parameters only and leaves the
+    process's threads as they were. Trainer's own save gathers the frozen base too, and on a CPU
+    the large gathers leave a second OpenMP thread team behind that slowed every later step
+    (docs/benchmarks.md); the "trainer-own" case shows that this record catches exactly that."""
+    import subprocess
+    import sys
+
+    spec = tiny_spec(tiny_workflow, "qlora_offload", max_steps=4, save_steps=2)
+    record = tmp_path / "record.json"
+    cmd = train_command(tiny_workflow, spec, tmp_path / "out")
+    assert cmd[1:3] == ["-m", "offloadbench.train"], cmd
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OFFLOADBENCH_TEST_TRAINER_SAVE": "1" if trainer_save else "0"}
+    worker = Path(__file__).with_name("zero3_save_worker.py")
+    proc = subprocess.run(
+        [sys.executable, str(worker), str(record), *cmd[3:]], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0 and (tmp_path / "out" / "summary.json").exists(), proc.stderr[-3000:]
+    rec = json.loads(record.read_text())
+    assert [s["step"] for s in rec["saves"]] == [2, 4], rec
+    assert rec["gathers"], rec
+    frozen = sum(g["frozen"] for g in rec["gathers"])
+    new_threads = [s["threads_after"] - s["threads_before"] for s in rec["saves"]]
+    if trainer_save:
+        assert frozen > 0 and new_threads[0] > 0, rec
+    else:
+        assert frozen == 0 and all(g["trainable"] for g in rec["gathers"]) and new_threads == [0, 0], rec
+
+
 def test_nvme_swap_folder_survives_a_failure_and_a_kill_and_goes_after_success(tiny_workflow, tmp_path):
     """The user's nvme_dir (with a file of theirs) through a failing run, a SIGKILL mid-run and the
     resumed run's success: the canary always survives; the run's own swap folder stays while the

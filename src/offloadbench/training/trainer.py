@@ -19,6 +19,18 @@ def make_trainer(model, data, args, recorder, copies: ActivationCopies | None):
             with copies.hooks() if copies is not None else contextlib.nullcontext():
                 return super().training_step(*a, **kw)
 
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            if not zero3_adapter(self):
+                return super().save_model(output_dir, _internal_call)
+            # Trainer's own path gathers every parameter, the frozen base included, and keeps the
+            # trainable ones (DeepSpeed's _zero3_consolidated_16bit_state_dict with
+            # exclude_frozen_parameters): the whole model's gathers for an adapter's file, at every
+            # resume point. On a CPU it also slowed the rest of the run: gloo's worker thread copies
+            # each large gathered tensor (embedding, LM head) with OpenMP, and the second thread
+            # team it starts stays, so libgomp throttles its spin-waiting from then on; qlora_offload
+            # stepped 15-100% slower after its step-20 checkpoint (docs/benchmarks.md).
+            self._save(output_dir or self.args.output_dir, state_dict=zero3_adapter_state_dict(self.model))
+
     return OffloadTrainer(
         model=model,
         args=args,
@@ -27,6 +39,32 @@ def make_trainer(model, data, args, recorder, copies: ActivationCopies | None):
         data_collator=default_data_collator,
         callbacks=[recorder],
     )
+
+
+def zero3_adapter(trainer) -> bool:
+    """Is this trainer's model a PEFT adapter on a ZeRO-3 partitioned base?"""
+    engine = getattr(trainer, "deepspeed", None)  # the DeepSpeed engine, once training has set it up
+    if not trainer.is_deepspeed_enabled or engine is None:
+        return False
+    from peft import PeftModel
+
+    stage = engine.config.get("zero_optimization", {}).get("stage")
+    return stage == 3 and isinstance(trainer.model, PeftModel)
+
+
+def zero3_adapter_state_dict(model) -> dict | None:
+    """The trainable parameters of a ZeRO-3 partitioned PEFT model, gathered whole, under the names
+    PeftModel.save_pretrained expects (those DeepSpeed's consolidated state dict gives), on rank 0;
+    None on the other ranks. Every rank must call it: the gather is a collective."""
+    import deepspeed
+    import torch.distributed as dist
+
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    with deepspeed.zero.GatheredParameters([p for _, p in named]):
+        if dist.is_initialized() and dist.get_rank() != 0:
+            return None
+        # clone: at one process the gathered tensor is a view of the live partition
+        return {name: p.detach().cpu().clone() for name, p in named}
 
 
 def training_arguments(spec: dict, out: Path, device: str, dtype_name: str, ds: dict | None):
