@@ -31,7 +31,7 @@ from pathlib import Path
 from throughput import REPO, rule_summary, workflow_inputs
 
 from offloadbench import speed
-from offloadbench.env import cpu_model, prepare_process, versions
+from offloadbench.env import cpu_model, git_commit, prepare_process, versions
 from offloadbench.resolve import resolve_spec
 
 GOAL = 0.03  # at most 3% of the training time
@@ -82,6 +82,7 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "command": " ".join(sys.argv),
+            "commit": git_commit(REPO),
             "threads": os.cpu_count(),
             "cpu": cpu_model(),
             "versions": versions(),

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from offloadbench import speed  # noqa: E402
 from offloadbench.config import load_config  # noqa: E402
-from offloadbench.env import cpu_model, prepare_process, versions  # noqa: E402
+from offloadbench.env import cpu_model, git_commit, prepare_process, versions  # noqa: E402
 from offloadbench.launch import train_argv  # noqa: E402
 from offloadbench.resolve import resolve_spec  # noqa: E402
 from offloadbench.spec import run_spec  # noqa: E402
@@ -186,6 +186,7 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "command": " ".join(sys.argv),
+            "commit": git_commit(REPO),
             "run": args.run,
             "cores": os.cpu_count(),
             "cpu": cpu_model(),

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from offloadbench import speed  # noqa: E402
 from offloadbench.config import load_config  # noqa: E402
-from offloadbench.env import cpu_model, prepare_process, versions  # noqa: E402
+from offloadbench.env import cpu_model, git_commit, prepare_process, versions  # noqa: E402
 from offloadbench.launch import launcher_argv, train_argv  # noqa: E402
 from offloadbench.resolve import resolve_spec  # noqa: E402
 from offloadbench.spec import run_spec  # noqa: E402
@@ -233,6 +233,7 @@ def main() -> int:
             json.dumps(
                 {
                     "command": " ".join(sys.argv),
+                    "commit": git_commit(REPO),
                     "threads": threads,
                     "cpu": cpu_model(),
                     "versions": versions(),

@@ -169,7 +169,7 @@ def test_c3_reports_the_memory_models_prediction_beside_the_measurement(tmp_path
     )
     (c3,) = check_claims([BY_ID["C3"]], runs, BASE, RUNS)
     assert c3["verdict"] == "PASS"
-    assert "predicted: zero3_offload_cpu fits 80 GiB, full would not" in c3["reason"]
+    assert "predicted for this profile's models: zero3_offload_cpu fits 80 GiB, full would not" in c3["reason"]
     assert c3["numbers"]["full: predicted accelerator bytes"] > 80 * GIB
     assert c3["numbers"]["zero3_offload_cpu: predicted accelerator bytes"] < 80 * GIB
 

@@ -165,15 +165,17 @@ def predicted_fit(claim: dict, summaries: dict[str, dict]) -> tuple[str, dict]:
         )
     fits = {r: numbers[f"{r}: predicted accelerator bytes"] <= limit for r in summaries}
     gib = f"{limit / 2**30:.0f} GiB"
+    # "this profile's": the claims page also shows the paper profile's prediction beside it
+    said = "predicted for this profile's models"
     if fits[claim["run"]] and not any(fits[r] for r in claim["against"]):
-        return f"predicted: {claim['run']} fits {gib}, {', '.join(claim['against'])} would not", numbers
+        return f"{said}: {claim['run']} fits {gib}, {', '.join(claim['against'])} would not", numbers
     too_small = [r for r in claim["against"] if fits[r]]
     if too_small:
         return (
-            f"predicted: {', '.join(too_small)} already fits {gib}, so there is nothing for offload to rescue",
+            f"{said}: {', '.join(too_small)} already fits {gib}, so this profile gives offload nothing to rescue",
             numbers,
         )
-    return f"predicted: {claim['run']} would not fit {gib} either", numbers
+    return f"{said}: {claim['run']} would not fit {gib} either", numbers
 
 
 def check_oom_vs_ok(claim: dict, runs_dir: Path) -> tuple[str, str, dict]:
