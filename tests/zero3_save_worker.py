@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import sys
+from pathlib import Path
 
 import deepspeed
 import torch
@@ -65,6 +66,6 @@ def recording_train(self, *args, **kwargs):
 
 
 Trainer.train = recording_train
-out = sys.argv.pop(1)
-atexit.register(lambda: open(out, "w").write(json.dumps(record)))
+out = Path(sys.argv.pop(1))
+atexit.register(lambda: out.write_text(json.dumps(record)))
 sys.exit(main(sys.argv[1:]))

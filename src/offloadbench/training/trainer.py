@@ -29,7 +29,8 @@ def make_trainer(model, data, args, recorder, copies: ActivationCopies | None):
             # each large gathered tensor (embedding, LM head) with OpenMP, and the second thread
             # team it starts stays, so libgomp throttles its spin-waiting from then on; qlora_offload
             # stepped 15-100% slower after its step-20 checkpoint (docs/benchmarks.md).
-            self._save(output_dir or self.args.output_dir, state_dict=zero3_adapter_state_dict(self.model))
+            state_dict = zero3_adapter_state_dict(self.model, self.args.should_save)
+            self._save(output_dir or self.args.output_dir, state_dict=state_dict)
 
     return OffloadTrainer(
         model=model,
@@ -52,16 +53,16 @@ def zero3_adapter(trainer) -> bool:
     return stage == 3 and isinstance(trainer.model, PeftModel)
 
 
-def zero3_adapter_state_dict(model) -> dict | None:
+def zero3_adapter_state_dict(model, writer: bool) -> dict | None:
     """The trainable parameters of a ZeRO-3 partitioned PEFT model, gathered whole, under the names
-    PeftModel.save_pretrained expects (those DeepSpeed's consolidated state dict gives), on rank 0;
-    None on the other ranks. Every rank must call it: the gather is a collective."""
+    PeftModel.save_pretrained expects (those DeepSpeed's consolidated state dict gives), on the
+    process that writes the checkpoint (Trainer's ``args.should_save``); None on the others. Every
+    rank must call it: the gather is a collective."""
     import deepspeed
-    import torch.distributed as dist
 
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     with deepspeed.zero.GatheredParameters([p for _, p in named]):
-        if dist.is_initialized() and dist.get_rank() != 0:
+        if not writer:
             return None
         # clone: at one process the gathered tensor is a view of the live partition
         return {name: p.detach().cpu().clone() for name, p in named}
