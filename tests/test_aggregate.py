@@ -97,6 +97,7 @@ def test_memory_table_sets_prediction_beside_measurement_and_keeps_runs_without_
         "predicted": {d: {"total": t * GIB} for d, t in (("gpu", 4), ("host", 150), ("nvme", 0))},
         "measured": {"gpu": 5 * GIB, "host": 165 * GIB, "nvme": None},
         "ratio": {"gpu": 1.25, "host": 1.1, "nvme": None},
+        "above_baseline": {"predicted": {"host": 10 * GIB}, "measured": {"host": 25 * GIB}, "ratio": {"host": 2.5}},
         "predicted_load": {"gpu": 3 * GIB},
         "measured_load": {"gpu": 2 * GIB},
         "nvme_written": {"total": 0},
@@ -107,6 +108,8 @@ def test_memory_table_sets_prediction_beside_measurement_and_keeps_runs_without_
     row = table.loc["zero3_offload_cpu"]
     assert row["GPU predicted (GiB)"] == 4 and row["GPU measured (GiB)"] == 5 and row["GPU ratio"] == 1.25
     assert row["host ratio"] == 1.1 and pd.isna(row["NVMe written measured (GiB)"])
+    assert row["host above baseline predicted (GiB)"] == 10 and row["host above baseline measured (GiB)"] == 25
+    assert row["host above baseline ratio"] == 2.5
     assert row["GPU load predicted (GiB)"] == 3 and row["GPU load measured (GiB)"] == 2
     assert row["DeepSpeed est. host (GiB)"] == 200
     assert pd.isna(table.loc["full", "GPU predicted (GiB)"])  # no memory file: the row stays, empty

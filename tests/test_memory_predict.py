@@ -90,6 +90,24 @@ def test_compare_gives_ratios_and_null_where_a_side_is_missing(config):
     host = with_baseline["predicted"]["host"]
     assert host["runtime"] == 500 * 2**20 and host["total"] == pred["predicted"]["host"]["total"] + 500 * 2**20
     assert pred["predicted"]["host"]["runtime"] == 0  # compare does not change its input
+    # Above the baseline: what the model predicts against what the run added to its runtime. Without a
+    # baseline there is no measured figure to set beside it.
+    own = pred["predicted"]["host"]["total"]
+    assert out["above_baseline"]["measured"] == {"host": None} and out["above_baseline"]["ratio"] == {"host": None}
+    above = with_baseline["above_baseline"]
+    assert above["predicted"]["host"] == own and above["measured"]["host"] == 100 * 2**20
+    assert above["ratio"]["host"] == round(100 * 2**20 / own, 4)
+
+
+def test_a_total_dominated_by_the_runtime_does_not_hide_a_wrong_prediction(config):
+    # A run that added twice what the model predicts: the host ratio with the runtime inside looks
+    # close, the one above the baseline says 2x.
+    pred = predict(spec_for(config, "full"), TWO, 32, "cpu")
+    own = pred["predicted"]["host"]["total"]
+    runtime = 20 * own
+    out = compare(pred, {"device": "cpu", "host_rss_baseline_bytes": runtime, "host_rss_peak_bytes": runtime + 2 * own})
+    assert out["ratio"]["host"] < 1.05
+    assert out["above_baseline"]["ratio"]["host"] == 2.0
 
 
 def test_host_is_per_node_and_compare_sums_the_ranks_of_a_node(config):
@@ -104,6 +122,7 @@ def test_host_is_per_node_and_compare_sums_the_ranks_of_a_node(config):
     summary = {"device": "cpu", "host_rss_peak_bytes": 700, "host_rss_baseline_bytes": 500, "ranks": ranks}
     out = compare(pred, summary)
     assert out["measured"]["host"] == 1400 and out["predicted"]["host"]["runtime"] == 1000
+    assert out["above_baseline"]["measured"]["host"] == 400  # both ranks' peaks less both baselines
 
 
 def test_qlora_without_prepare_kbit_keeps_the_non_quantized_weights_in_the_compute_dtype(config):

@@ -311,6 +311,12 @@ def memory_table(runs: list[str], memory_dir: Path) -> pd.DataFrame:
             measured = m["measured"][where]
             row[f"{label} measured (GiB)"] = None if measured is None else measured / GIB
             row[f"{label} ratio"] = m["ratio"][where]
+            if where == "host":  # without the runtime (older files lack it)
+                above = m.get("above_baseline") or {"predicted": {}, "measured": {}, "ratio": {}}
+                own, seen = above["predicted"].get("host"), above["measured"].get("host")
+                row["host above baseline predicted (GiB)"] = None if own is None else own / GIB
+                row["host above baseline measured (GiB)"] = None if seen is None else seen / GIB
+                row["host above baseline ratio"] = above["ratio"].get("host")
             if where == "gpu":
                 # the peak of loading the model and setting up the engine (older files lack it)
                 load, measured_load = (
@@ -336,7 +342,9 @@ def write_memory_table(table: pd.DataFrame, stem: Path, profile: str) -> None:
     digits = {c: (3 if "ratio" not in c else 2) for c in table.columns if c not in ("run", "device")}
     write_text(stem.with_suffix(".md"), to_markdown(table, digits))
     note = html.paragraph(
-        "ratio = measured / predicted. GPU load is torch's allocated peak while the model loads and the "
+        "ratio = measured / predicted. Host is the peak RSS from the start of training, and the same "
+        "without the Python/torch runtime measured before the model loaded (above baseline): what the model "
+        "predicts is the part above the baseline. GPU load is torch's allocated peak while the model loads and the "
         "engine is set up (a ZeRO-3 QLoRA model sits whole on one GPU before it is partitioned). NVMe is "
         "bytes written by the training process. On a CPU run the accelerator columns are empty: everything "
         "lives in host memory."
