@@ -8,6 +8,13 @@ from conftest import REPO, spec_for
 
 from offloadbench.memory.predict import predict, predicted_disk_bytes
 from offloadbench.memory.zero import deepspeed_estimate
+from offloadbench.spec import scratch_config
+
+
+@pytest.fixture(scope="module")
+def mem(config):
+    """config.json of the default profile's memory-scale model (model.sizes.mem), as built."""
+    return {"model_type": "llama", **scratch_config(config, "mem"), "tie_word_embeddings": False}
 
 
 def test_zero3_nvme_matches_the_measured_deepspeed_run(config, tiny):
@@ -38,19 +45,16 @@ def test_zero3_nvme_matches_the_measured_deepspeed_run(config, tiny):
     assert disk["total"] == nvme["total"] + 4 * n + 2 * (4 * n + 12 * n)
 
 
-def test_zero3_nvme_at_memory_scale_matches_the_shipped_reference_run(config):
+def test_zero3_nvme_at_memory_scale_matches_the_shipped_reference_run(config, mem):
     """The shipped reference's zero3_offload_nvme (model.sizes.mem, 102 777 856 parameters, 7 steps,
     results/reference/default): 14 388 088 832 bytes written to NVMe. With max_in_cpu 1e7 the
     parameters live on NVMe, so each step writes the fp32 parameters and gradients besides the
     optimizer's master weights and moments: 20 bytes a parameter."""
     import pandas as pd
 
-    from offloadbench.spec import scratch_config
-
-    cfg = {"model_type": "llama", **scratch_config(config, "mem"), "tie_word_embeddings": False}
     spec = spec_for(config, "zero3_offload_nvme")
     assert spec["model_size"] == "mem" and spec["training"]["max_steps"] == 7
-    pred = predict(spec, cfg, 128, "cpu")
+    pred = predict(spec, mem, 128, "cpu")
     table = pd.read_csv(REPO / "results" / "reference" / "default" / "comparison.csv").set_index("run")
     measured = table.loc["zero3_offload_nvme", "NVMe written (GiB)"] * 2**30
     assert pred["nvme_written"]["total"] == pytest.approx(measured, rel=1e-3)
@@ -58,7 +62,7 @@ def test_zero3_nvme_at_memory_scale_matches_the_shipped_reference_run(config):
 
 
 @pytest.mark.parametrize("run", ["zero3", "zero3_offload_cpu", "zero3_offload_nvme"])
-def test_zero3_host_memory_at_memory_scale_matches_the_shipped_reference_run(config, run):
+def test_zero3_host_memory_at_memory_scale_matches_the_shipped_reference_run(config, mem, run):
     """Host memory above the runtime baseline, predicted against the shipped reference's measured
     peak (results/reference/default). The three runs peak in a transient: the reduce of the one
     gradient bucket at the end of backward, which on a CPU holds two more fp32 copies of the 103 M
@@ -66,30 +70,24 @@ def test_zero3_host_memory_at_memory_scale_matches_the_shipped_reference_run(con
     model predicted 1.28x too little for zero3 and zero3_offload_cpu and 1.67x for the NVMe run."""
     import pandas as pd
 
-    from offloadbench.spec import scratch_config
-
-    cfg = {"model_type": "llama", **scratch_config(config, "mem"), "tie_word_embeddings": False}
     spec = spec_for(config, run)
     assert spec["model_size"] == "mem"
-    host = predict(spec, cfg, 128, "cpu")["predicted"]["host"]
+    host = predict(spec, mem, 128, "cpu")["predicted"]["host"]
     table = pd.read_csv(REPO / "results" / "reference" / "default" / "comparison.csv").set_index("run")
     measured = table.loc[run, "host above baseline (GiB)"] * 2**30
     assert host["total"] - host["runtime"] == pytest.approx(measured, rel=0.06)
 
 
-def test_the_bucket_reduce_copies_twice_on_a_cpu_and_once_on_a_gpu(config):
-    from offloadbench.spec import scratch_config
-
-    cfg = {"model_type": "llama", **scratch_config(config, "mem"), "tie_word_embeddings": False}
+def test_the_bucket_reduce_copies_twice_on_a_cpu_and_once_on_a_gpu(config, mem):
     n = 102_777_856  # fewer than reduce_bucket_size (5e8): the bucket holds every gradient
     spec = spec_for(config, "zero3_offload_cpu")
-    cpu = predict(spec, cfg, 128, "cpu")["predicted"]["host"]["gradients"]
+    cpu = predict(spec, mem, 128, "cpu")["predicted"]["host"]["gradients"]
     largest = 4096 * 1024  # the embedding / lm_head: one module's full-size gradient before it is reduced
     # on the CPU, besides it: the bucket's written pages, its two copies in the reduce, the
     # partition in the run's dtype (fp32 here) and the fp32 one the CPU optimizer steps on
     assert cpu == pytest.approx(4 * (largest + (1 + 2 + 1 + 1) * n), rel=1e-3)
     spec["training"]["dtype"] = "bf16"
-    gpu = predict(spec, cfg, 128, "cuda")["predicted"]["gpu"]["gradients"]
+    gpu = predict(spec, mem, 128, "cuda")["predicted"]["gpu"]["gradients"]
     assert gpu == pytest.approx(2 * (int(5e8) + n + largest), rel=1e-3)  # the whole bucket, one copy of what it holds
 
 

@@ -148,14 +148,13 @@ def zero3_placement(put, z3: dict, cfg: dict, spec: dict, p: dict, base: float, 
     if spec["method"] == "full":
         put("gpu", "gradients", largest * cb)
     # Reduce bucket (contiguous_gradients): allocated whole on a GPU; on a CPU only written pages count.
-    bucket = z3["reduce_bucket_size"] if p["cuda"] else min(z3["reduce_bucket_size"], trainable)
-    put("gpu", "gradients", bucket * cb)
+    filled = min(z3["reduce_bucket_size"], trainable)
+    put("gpu", "gradients", (z3["reduce_bucket_size"] if p["cuda"] else filled) * cb)
     # Reducing the bucket at the end of backward: reduce_scatter_coalesced (runtime/comm/
     # coalesced_collectives.py) concatenates its gradients into a new flat tensor, and on a CPU gloo's
     # reduce-scatter copies that once more; NCCL reduces in place. Transient, but the run's peak: on
     # the CPU the memory-scale runs peak there, two fp32 copies of their 103 M gradients above what
     # backward leaves behind (docs/memory-model.md).
-    filled = min(z3["reduce_bucket_size"], trainable)
     put("gpu", "gradients", filled * cb * (1 if p["cuda"] else 2))
     # Gradient partitions in the model's dtype: on the GPU, or on the host with optimizer offload.
     part = _ceil_div(trainable, ws)
