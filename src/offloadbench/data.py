@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import corpora
+from .env import exit_fast
 from .errors import ConfigError
 from .io import atomic_dir, write_json
 from .spec import load_spec
@@ -224,4 +225,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_fast(main())

@@ -53,6 +53,27 @@ def prepare_process() -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+def exit_fast(code: int | None) -> None:
+    """End a job's process with ``code`` without the interpreter's teardown.
+
+    After torch, transformers and peft are imported, Python's finalization (clearing every module
+    and freeing their objects one by one) takes 1.2-1.4 s of CPU on the 2-core machine and writes
+    nothing; a training job otherwise ends in 6-7 s of start-up and teardown around its work. What
+    an exit must do still happens: the atexit handlers (logging's flush, tempfile and multiprocessing
+    clean-up, weakref finalizers) run first, and stdout and stderr are flushed. Only for a
+    ``__main__`` entry point whose work is complete: every file it writes is closed by then.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()  # what sys.exit would run, in the same order
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 0)
+
+
 CAP_IPC_LOCK = 14  # linux/capability.h
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .data import load_corpus
+from .env import exit_fast
 from .io import atomic_dir, write_json
 from .spec import load_spec
 
@@ -94,4 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_fast(main())

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from . import dsconfig, owned
-from .env import lockable_bytes, locked_memory_problem
+from .env import exit_fast, lockable_bytes, locked_memory_problem
 from .errors import PreflightError
 from .io import write_json
 from .launch import launcher_argv
@@ -115,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_fast(main())

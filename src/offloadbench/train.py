@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .env import prepare_process
+from .env import exit_fast, prepare_process
 from .errors import PreflightError
 from .spec import canonical_json, load_spec
 from .training import watchdog
@@ -75,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_fast(main())

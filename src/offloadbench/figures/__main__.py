@@ -1,7 +1,6 @@
 """python -m offloadbench.figures: see the package's docstring."""
 
-import sys
-
+from ..env import exit_fast
 from . import main
 
-sys.exit(main())
+exit_fast(main())

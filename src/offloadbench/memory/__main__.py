@@ -1,8 +1,7 @@
 """``python -m offloadbench.memory``: runs the command line (cli.main)."""
 
-import sys
-
+from ..env import exit_fast
 from .cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_fast(main())
