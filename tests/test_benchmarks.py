@@ -55,3 +55,12 @@ def test_fewer_than_three_repeats_are_refused(script):
         [sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--repeats", "2"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--repeats must be at least 3" in proc.stderr
+
+
+def test_the_recorders_counted_cost_is_judged_on_its_largest_repeat():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    overhead = load("overhead")
+    assert overhead.judge_direct([0.004, 0.006, 0.005])["direct_verdict"] == "met"
+    assert overhead.judge_direct([0.004, 0.031, 0.005])["direct_verdict"] == "undecided"
+    missed = overhead.judge_direct([0.05, 0.04, 0.06])
+    assert missed["direct_verdict"] == "missed" and missed["direct"] == pytest.approx(0.05)

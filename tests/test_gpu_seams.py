@@ -14,7 +14,7 @@ from conftest import TINY
 from offloadbench.config import load_config
 from offloadbench.spec import run_spec
 from offloadbench.training import model as model_module
-from offloadbench.training import recorder
+from offloadbench.training import procfs, recorder
 
 GB = 10**9
 
@@ -157,7 +157,7 @@ def test_the_host_training_peak_does_not_hold_model_loading_which_is_kept_apart(
 
     sampler = recorder.MemorySampler()
     sampler.sample()
-    before = recorder.kernel_peak_rss()
+    before = procfs.kernel_peak_rss()
     loading = np.ones(300 * 2**20, dtype=np.uint8)  # touched: resident
     sampler.sample()
     del loading
@@ -166,10 +166,10 @@ def test_the_host_training_peak_does_not_hold_model_loading_which_is_kept_apart(
     load = rec.load_peaks["host_rss_load_peak_bytes"]
     assert load >= before + 290 * 2**20
     assert sampler.host_rss_peak < load - 250 * 2**20, "the training peak still holds the load"
-    assert recorder.kernel_peak_rss() < load - 250 * 2**20, "VmHWM was not reset"
+    assert procfs.kernel_peak_rss() < load - 250 * 2**20, "VmHWM was not reset"
     training = np.ones(100 * 2**20, dtype=np.uint8)
     sampler.sample()
-    assert sampler.host_rss_peak >= recorder.tree_rss() - 2**20 and training.sum() > 0
+    assert sampler.host_rss_peak >= procfs.tree_rss() - 2**20 and training.sum() > 0
 
 
 @pytest.mark.parametrize("local_rank", ["0", "1", "3"])

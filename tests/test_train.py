@@ -211,7 +211,7 @@ def test_the_sampler_counts_a_childs_own_memory_found_without_scanning_every_pro
 
     import psutil
 
-    from offloadbench.training.recorder import child_pids, children_uss
+    from offloadbench.training.procfs import child_pids, children_uss
 
     code = "import time; x = bytearray(64 * 2**20); x[::4096] = b'1' * len(x[::4096]); print(1, flush=True)"
     code += "; time.sleep(30)"

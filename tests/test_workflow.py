@@ -313,6 +313,23 @@ def test_the_recorder_switched_off_trains_the_same_run_unmeasured(tiny_workflow,
     assert off["train_loss_final"] == on["train_loss_final"]
     assert read_jsonl(tmp_path / "metrics.jsonl") == [], "no per-step lines without the recorder"
     assert off["train_s"] > 0 and off["tokens_per_s"] > 0
+    assert off["recorder_cost"]["share"] is None and off["startup_s"] > 0
+
+
+def test_every_run_says_what_measuring_it_cost(tiny_workflow):
+    """The recorder's own time inside training, and the job's start-up before the model loads
+    (interpreter and imports: seconds, never nothing), in each summary and the comparison table."""
+    import pandas as pd
+
+    table = pd.read_csv(tiny_workflow / "results" / "tables" / "comparison.csv").set_index("run")
+    for run in RUNS:
+        s = summary(tiny_workflow, run)
+        cost = s["recorder_cost"]
+        assert cost["callbacks_s"] > 0 and cost["sampler_cpu_s"] >= 0
+        assert 0 < cost["share"] < 0.03, (run, cost)  # the recorder's goal: at most 3% of training
+        assert 1.0 < s["startup_s"] < 120, (run, s["startup_s"])
+        assert table.loc[run, "recorder (% of training)"] == pytest.approx(100 * cost["share"])
+        assert table.loc[run, "start-up (s)"] == pytest.approx(s["startup_s"])
 
 
 def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):

@@ -71,6 +71,10 @@ COLUMNS = {
     "tokens/s": ("tokens_per_s", 1, 0),
     "step time (s)": (lambda s: s["train_step_s"], 1, 3),
     "wall time (s)": ("wall_s", 1, 1),
+    # Interpreter, imports and dataset before the model loads: the job's cost that is not the run's.
+    "start-up (s)": ("startup_s", 1, 1),
+    # What measuring cost inside the training time (the recorder's callbacks and sampling thread).
+    "recorder (% of training)": (lambda s: 100 * s["recorder_cost"]["share"], 1, 2),
     "train loss": ("train_loss_final", 1, 3),
     "eval loss": ("eval_loss", 1, 3),
     # What training gained: the base model's eval loss minus the run's (results/eval/base.json). A
@@ -250,7 +254,14 @@ GROUPS = {
     ],
     # tokens/s over all steps as in the summary; median, IQR and n over the steps after the first
     # WARMUP_STEPS (what speed claims are judged on)
-    "Speed": ["tokens/s", *SPREAD_COLUMNS, "step time (s)", "wall time (s)"],
+    "Speed": [
+        "tokens/s",
+        *SPREAD_COLUMNS,
+        "step time (s)",
+        "wall time (s)",
+        "start-up (s)",
+        "recorder (% of training)",
+    ],
     "Quality": ["train loss", "eval loss", "eval gain", "eval ppl"],
     # Offload keeps the math: each offload run against the same run without it (twins.py).
     "Fidelity": ["offload", *TWIN_COLUMNS],

@@ -99,6 +99,8 @@ MEASURED = (
     "steps",
     "tokens_seen",
     "train_s",
+    "startup_s",
+    "recorder_cost",
     "tokens_per_s",
     "recorder",
     "train_batch_size",

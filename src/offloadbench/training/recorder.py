@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import socket
 import threading
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import psutil
 from transformers import TrainerCallback
+
+from .procfs import children_uss, io_write_bytes, kernel_peak_rss, proc_status, reset_kernel_peak_rss, tree_rss
 
 
 def local_device() -> int:
@@ -76,6 +77,7 @@ class MemorySampler:
         self.host_rss_peak = 0
         self.host_locked_peak = 0  # mlocked bytes (VmLck): DeepSpeed's NVMe swap buffers, over the whole run
         self.nvml_used_peak: int | None = None
+        self.thread_cpu_s = 0.0  # CPU time the sampling thread has used (time.thread_time in it)
         self._ticks = 0
         self._children_uss = 0
         self._stop = threading.Event()
@@ -127,6 +129,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval_s):
             self._ticks += 1
             self.sample(children=self._ticks % self.children_every == 0)
+            self.thread_cpu_s = time.thread_time()
 
     def start(self, thread: bool = True) -> MemorySampler:
         """First reading, and the sampling thread unless ``thread`` is False (the recorder switched
@@ -141,89 +144,6 @@ class MemorySampler:
         if self._thread.is_alive():
             self._thread.join()
         self.sample()
-
-
-def proc_status(*keys: str) -> dict[str, int]:
-    """Byte counts of /proc/self/status lines (``VmHWM: 123 kB``) in one read; {} where there is none."""
-    out = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in keys:
-                out[key] = int(value.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        return {}
-    return out
-
-
-def kernel_peak_rss() -> int:
-    """This process's peak resident set as the kernel counts it (VmHWM; ru_maxrss elsewhere), which
-    catches a peak between two samples."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def reset_kernel_peak_rss() -> bool:
-    """Reset VmHWM to the current resident set (Linux >= 4.0: ``5`` to /proc/self/clear_refs).
-    False where that is not allowed: the kernel's peak then still holds what came before."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def tree_rss(proc: psutil.Process | None = None) -> int:
-    """Resident bytes of a process (this one by default) plus its children's own memory.
-
-    Children count with their unique set size: a child forked from the training process (DeepSpeed
-    runs py-cpuinfo in a subprocess when it loads its CPU Adam op) shares all of the parent's pages
-    until it execs, and its RSS would count them a second time."""
-    proc = proc or psutil.Process()
-    try:
-        return proc.memory_info().rss + children_uss(proc)
-    except psutil.Error:
-        return 0
-
-
-def child_pids(pid: int | str = "self") -> list[int]:
-    """This process's children and theirs, from /proc/<pid>/task/*/children (Linux: a read per
-    thread, where psutil.Process.children scans every process of the machine, ~50x slower here)."""
-    out = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            kids = [int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-        for kid in kids:
-            out += [kid, *child_pids(kid)]
-    return out
-
-
-def children_uss(proc: psutil.Process) -> int:
-    """The unique set size of a process's children, recursively (0 when it has none)."""
-    pids = child_pids(proc.pid)
-    if not pids and not Path("/proc/self/task").is_dir():  # no /proc: ask psutil
-        try:
-            pids = [c.pid for c in proc.children(recursive=True)]
-        except psutil.Error:
-            return 0
-    uss = 0
-    for pid in pids:
-        try:
-            uss += psutil.Process(pid).memory_full_info().uss
-        except psutil.Error:
-            pass
-    return uss
 
 
 def rng_fingerprint() -> dict:
@@ -299,17 +219,6 @@ def start_training_peaks(sampler: MemorySampler) -> dict:
     return load
 
 
-_SELF = psutil.Process()
-
-
-def io_write_bytes() -> int:
-    """Bytes this process has written to storage (O_DIRECT aio writes included), where Linux says."""
-    try:
-        return _SELF.io_counters().write_bytes
-    except (psutil.Error, AttributeError):
-        return 0
-
-
 class MetricsRecorder(TrainerCallback):
     """Writes one JSON line per logged optimizer step to ``metrics.jsonl`` (rank 0 only).
 
@@ -323,6 +232,12 @@ class MetricsRecorder(TrainerCallback):
     ``per_step`` False switches the per-step work off (timing windows, storage counters, device
     syncs, memory readings, metrics.jsonl) and keeps only the training wall time, ``train_s``: the
     "off" side of benchmarks/overhead.py, which measures what the recorder costs.
+
+    Every run also counts its own recorder's cost inside ``train_s`` (:meth:`cost`): the wall time
+    spent in these callbacks outside the step windows, the storage-counter reads inside them, and
+    the sampling thread's CPU time. The device syncs are not in it: they wait for the step's own
+    work, and what they cost a GPU (no queueing across the step's edge) only the on/off comparison
+    of benchmarks/overhead.py can show.
     """
 
     def __init__(
@@ -342,41 +257,56 @@ class MetricsRecorder(TrainerCallback):
         self.steps = 0
         self.io_bytes = 0
         self.train_s = 0.0
+        self._thread_cpu_s = 0.0
         self.last_loss = None
         self.rng: dict | None = None  # the RNG states when training starts (rng_fingerprint)
         self.load_peaks: dict = {}  # GPU peaks of loading and set-up (start_training_peaks)
         self._interval_s = 0.0
         self._interval_steps = 0
+        self._callbacks_s = 0.0  # wall time of this recorder's own work inside train_s
+        self._thread_cpu0 = 0.0
         self._t0 = self._io0 = self._train0 = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         # After Trainer has seeded everything; a resumed run restores its checkpoint's RNG states later.
         self.rng = rng_fingerprint()
         self.load_peaks = start_training_peaks(self.sampler)
+        self._thread_cpu0 = self.sampler.thread_cpu_s
         self._train0 = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):
         if not self.per_step:
             return
         synchronize()
+        t = time.perf_counter()
         self._io0 = io_write_bytes()
         self._t0 = time.perf_counter()
+        self._callbacks_s += self._t0 - t
 
     def on_step_end(self, args, state, control, **kwargs):
         if not self.per_step:
             self.steps += 1
             return
         synchronize()
-        dt = time.perf_counter() - self._t0
+        t = time.perf_counter()
+        dt = t - self._t0
         self.io_bytes += io_write_bytes() - self._io0
         self.step_s += dt
         self.steps += 1
         self._interval_s += dt
         self._interval_steps += 1
+        self._callbacks_s += time.perf_counter() - t
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
             return
+        t = time.perf_counter()
+        try:
+            self._log_row(state, logs)
+        finally:
+            self._callbacks_s += time.perf_counter() - t
+
+    def _log_row(self, state, logs: dict) -> None:
         self.last_loss = float(logs["loss"])
         if self._interval_steps == 0:
             return
@@ -401,6 +331,19 @@ class MetricsRecorder(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.train_s = time.perf_counter() - self._train0
+        self._thread_cpu_s = self.sampler.thread_cpu_s - self._thread_cpu0
+
+    def cost(self) -> dict:
+        """What this recorder cost inside ``train_s``, in seconds and as a share of it (None for a
+        run with the recorder off, which has none of it)."""
+        if not self.per_step:
+            return {"callbacks_s": None, "sampler_cpu_s": None, "share": None}
+        spent = self._callbacks_s + self._thread_cpu_s
+        return {
+            "callbacks_s": self._callbacks_s,
+            "sampler_cpu_s": self._thread_cpu_s,
+            "share": spent / self.train_s if self.train_s > 0 else None,
+        }
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -32,7 +32,8 @@ from .lifecycle import (
 from .model import count_params, load_model
 from .observe import ActivationCopies, observed
 from .offload import deepspeed_config, offload_label, offload_summary, release_swap_dir
-from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, local_device, rank_entry, tree_rss
+from .procfs import process_age_s, tree_rss
+from .recorder import MemorySampler, MetricsRecorder, gather_ranks, gpu_peaks, local_device, rank_entry
 from .trainer import capture_warnings, evaluate, make_trainer, train_batch_size, training_arguments
 from .watchdog import stop_if_gone
 from .world import single_process_rendezvous, world
@@ -82,6 +83,8 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     from transformers import Trainer  # noqa: F401
 
     host_rss_baseline = tree_rss()
+    # Interpreter, imports, rendezvous and dataset: what the job spends before its model loads.
+    startup_s = process_age_s()
     with phase("load model"):
         model = load_model(spec, device, dtype_name, zero3)
     params_total, params_trainable = count_params(model)
@@ -144,7 +147,9 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         steps=trainer.state.global_step,
         tokens_seen=tokens_per_step * trainer.state.global_step,
         wall_s=time.perf_counter() - t0,
+        startup_s=startup_s,
         train_s=recorder.train_s,
+        recorder_cost=recorder.cost(),
         tokens_per_s=recorder.tokens_per_s,
         recorder="on" if recording else "off",
         train_batch_size=train_batch_size(trainer, tr, world_size),
