@@ -317,8 +317,9 @@ def test_the_recorder_switched_off_trains_the_same_run_unmeasured(tiny_workflow,
 
 
 def test_every_run_says_what_measuring_it_cost(tiny_workflow):
-    """The recorder's own time inside training, and the job's start-up before the model loads
-    (interpreter and imports: seconds, never nothing), in each summary and the comparison table."""
+    """The recorder's own time inside training, the job's start-up before the model loads
+    (interpreter and imports: seconds, never nothing) and the set-up between the model loaded and
+    training (Trainer, optimizer, engine), in each summary and the comparison table."""
     import pandas as pd
 
     table = pd.read_csv(tiny_workflow / "results" / "tables" / "comparison.csv").set_index("run")
@@ -330,6 +331,10 @@ def test_every_run_says_what_measuring_it_cost(tiny_workflow):
         assert 1.0 < s["startup_s"] < 120, (run, s["startup_s"])
         assert table.loc[run, "recorder (% of training)"] == pytest.approx(100 * cost["share"])
         assert table.loc[run, "start-up (s)"] == pytest.approx(s["startup_s"])
+        assert 0 < s["setup_s"] < s["wall_s"] - s["train_s"], (run, s["setup_s"])
+        assert table.loc[run, "set-up (s)"] == pytest.approx(s["setup_s"])
+    # DeepSpeed's engine (partitioning, its optimizer) takes longer to set up than a plain Trainer's
+    assert summary(tiny_workflow, "zero3")["setup_s"] > summary(tiny_workflow, "full")["setup_s"]
 
 
 def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):

@@ -100,6 +100,7 @@ MEASURED = (
     "tokens_seen",
     "train_s",
     "startup_s",
+    "setup_s",
     "recorder_cost",
     "tokens_per_s",
     "recorder",

@@ -266,8 +266,10 @@ class MetricsRecorder(TrainerCallback):
         self._callbacks_s = 0.0  # wall time of this recorder's own work inside train_s
         self._thread_cpu0 = 0.0
         self._t0 = self._io0 = self._train0 = None
+        self.train_begin: float | None = None  # perf_counter when training began (engine set up)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.train_begin = time.perf_counter()
         # After Trainer has seeded everything; a resumed run restores its checkpoint's RNG states later.
         self.rng = rng_fingerprint()
         self.load_peaks = start_training_peaks(self.sampler)

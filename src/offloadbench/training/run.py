@@ -88,6 +88,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     with phase("load model"):
         model = load_model(spec, device, dtype_name, zero3)
     params_total, params_trainable = count_params(model)
+    loaded = time.perf_counter()
 
     # Metrics are written beside the resume points while training (Snakemake removes the declared
     # outputs of an interrupted job, not this folder) and published when the run ends.
@@ -148,6 +149,9 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         tokens_seen=tokens_per_step * trainer.state.global_step,
         wall_s=time.perf_counter() - t0,
         startup_s=startup_s,
+        # Trainer, optimizer and DeepSpeed's engine (partitioning, offload buffers, NVMe swap files)
+        # set up: from the model loaded to the first step's callback.
+        setup_s=recorder.train_begin - loaded if recorder.train_begin is not None else None,
         train_s=recorder.train_s,
         recorder_cost=recorder.cost(),
         tokens_per_s=recorder.tokens_per_s,
