@@ -17,10 +17,10 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from offloadbench.config import load_config
+from offloadbench.launch import train_argv
 from offloadbench.memory.counting import load_model_config
 from offloadbench.memory.predict import compare, predict
 from offloadbench.model import build_model
@@ -59,21 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     for run in a.runs:
         spec = json.loads((a.results / "specs" / f"{run}.json").read_text())
         spec["model"] = {"name": f"{run}-shape", "path": str(model), "revision": None}
-        spec_path, out = a.out / f"{run}.json", a.out / run
-        spec_path.write_text(json.dumps(spec))
+        out = a.out / run
         with (a.out / f"{run}.log").open("w") as log:
             subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "offloadbench.train",
-                    "--spec",
-                    str(spec_path),
-                    "--data",
-                    str(data),
-                    "--out",
-                    str(out),
-                ],
+                train_argv(spec, data, out),
                 check=True,
                 env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))},
                 stdout=log,
