@@ -26,7 +26,8 @@ def proc_status(*keys: str) -> dict[str, int]:
 
 def process_age_s(stat: str = "/proc/self/stat") -> float | None:
     """Seconds since this process started (the kernel's start time, 10 ms ticks, against the boot
-    clock it is counted on); None where /proc does not say."""
+    clock it is counted on); None where /proc does not say. Not psutil's create_time: it adds the
+    start to the boot time, which /proc/stat gives in whole seconds, so its age is off by up to 1 s."""
     try:
         fields = Path(stat).read_text().rsplit(")", 1)[1].split()
         started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5); 20 after the name
@@ -38,13 +39,7 @@ def process_age_s(stat: str = "/proc/self/stat") -> float | None:
 def kernel_peak_rss() -> int:
     """This process's peak resident set as the kernel counts it (VmHWM; ru_maxrss elsewhere), which
     catches a peak between two samples."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return proc_status("VmHWM").get("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def reset_kernel_peak_rss() -> bool:
