@@ -59,7 +59,13 @@ def with_parents(names: set[str]) -> set[str]:
     return out
 
 
-GRAPH = {module_name(p): offloadbench_imports(p, top_level_only=True) for p in MODULES}
+# The one import inside a function, for order and not to dodge a cycle: the training entry point
+# imports the training code after it has read the run's spec, so that the libraries the run does not
+# use are hidden before transformers loads (offloadbench.env.hide_libraries, ~1.2 s a job).
+ORDERED = {"offloadbench.train": ["offloadbench.training.lifecycle", "offloadbench.training.run"]}
+GRAPH = {
+    module_name(p): offloadbench_imports(p, top_level_only=True) | set(ORDERED.get(module_name(p), [])) for p in MODULES
+}
 
 
 def reachable(start: str) -> set[str]:
@@ -87,13 +93,14 @@ def test_the_import_graph_has_no_cycle():
 
 
 def test_no_function_imports_a_module_of_the_package():
-    """Imports inside functions are for heavy libraries a job may not need, never to dodge a cycle."""
+    """Imports inside functions are for heavy libraries a job may not need, never to dodge a cycle
+    (ORDERED: the one that is there for the order of imports)."""
     hidden = {
         module_name(p): sorted(offloadbench_imports(p, False) - offloadbench_imports(p, True))
         for p in MODULES
         if offloadbench_imports(p, False) - offloadbench_imports(p, True)
     }
-    assert not hidden
+    assert hidden == ORDERED
 
 
 def test_training_never_imports_the_memory_model():

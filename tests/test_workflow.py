@@ -337,6 +337,20 @@ def test_every_run_says_what_measuring_it_cost(tiny_workflow):
     assert summary(tiny_workflow, "zero3")["setup_s"] > summary(tiny_workflow, "full")["setup_s"]
 
 
+def test_every_run_loaded_only_the_libraries_its_method_uses(tiny_workflow):
+    """No peft or bitsandbytes in a full fine-tuning job, no DeepSpeed outside ZeRO runs
+    (offloadbench.env.hide_libraries), and each run that needs one did load it."""
+    from offloadbench.env import OPTIONAL_LIBRARIES, libraries_needed
+
+    seen = set()
+    for run in RUNS:
+        s = summary(tiny_workflow, run)
+        assert s["libraries"] == [m for m in OPTIONAL_LIBRARIES if m in libraries_needed(s["spec"])], run
+        seen.update(s["libraries"])
+    assert seen == set(OPTIONAL_LIBRARIES), "the tiny profile has runs that use each of them"
+    assert summary(tiny_workflow, "full")["libraries"] == []
+
+
 def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):
     proc = snakemake(tiny_workflow, "-n", "--cores", "1", "--configfile", *tiny_configfiles(tiny_workflow))
     assert proc.returncode == 0

@@ -26,6 +26,43 @@ PACKAGES = (
 )
 
 
+# Libraries a training job imports only when its run uses them. transformers' Trainer imports peft
+# whenever it is installed, and peft imports bitsandbytes (whose CPU backend loads torch's
+# inductor): ~1.2 s of every job's start-up here, whatever the method. DeepSpeed is imported only by
+# the code of ZeRO runs; leaving it out of the others keeps it so.
+OPTIONAL_LIBRARIES = ("bitsandbytes", "peft", "deepspeed")
+
+
+def libraries_needed(spec: dict) -> set[str]:
+    """The optional libraries a run (or the base model's evaluation) uses: peft for adapters,
+    bitsandbytes for 4-bit weights and its paged or 8-bit optimizers, DeepSpeed for ZeRO runs."""
+    needed = set()
+    if spec.get("method") in ("lora", "qlora"):
+        needed.add("peft")
+    if spec.get("method") == "qlora" or spec.get("training", {}).get("optimizer", "").startswith("paged_"):
+        needed.add("bitsandbytes")
+    if spec.get("deepspeed"):
+        needed.add("deepspeed")
+    return needed
+
+
+def hide_libraries(spec: dict) -> list[str]:
+    """Make the optional libraries ``spec`` does not use unimportable in this process, before
+    transformers is imported; returns them. A module set to None in sys.modules is the interpreter's
+    own way to say "not installed": ``import`` raises ModuleNotFoundError and
+    importlib.util.find_spec returns None, which is how transformers, accelerate and peft decide
+    whether a library is available. One already imported stays."""
+    hidden = [name for name in OPTIONAL_LIBRARIES if name not in libraries_needed(spec) and name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    return hidden
+
+
+def libraries_loaded() -> list[str]:
+    """The optional libraries this process has imported (summary.json ``libraries``)."""
+    return [name for name in OPTIONAL_LIBRARIES if sys.modules.get(name) is not None]
+
+
 def prepare_process() -> None:
     """Set up a training or build process before DeepSpeed is imported.
 

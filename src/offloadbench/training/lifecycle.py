@@ -129,6 +129,7 @@ MEASURED = (
     "observed",
     "offload_observed",
     "deepspeed_config",
+    "libraries",
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..env import choose_dtype
+from ..env import choose_dtype, libraries_loaded, libraries_needed
 from ..errors import PreflightError
 from ..io import tree_bytes, write_json
 from ..spec import config_spec, spec_sha256
@@ -78,8 +78,10 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
     # ZeRO-3 model is built partitioned (zero.Init) instead of whole on one process.
     args = training_arguments(spec, out, device, dtype_name, ds)
     # The runtime's own host memory (interpreter, torch, transformers, peft, DeepSpeed, CUDA
-    # context), measured after the imports every run makes and before the model loads.
-    import peft  # noqa: F401
+    # context), measured after the imports the run makes (env.libraries_needed) and before the
+    # model loads.
+    if "peft" in libraries_needed(spec):
+        import peft  # noqa: F401
     from transformers import Trainer  # noqa: F401
 
     host_rss_baseline = tree_rss()
@@ -173,6 +175,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         resumed_from=resume,
         rng=recorder.rng,
         ranks=ranks,
+        libraries=libraries_loaded(),
     )
     stop_if_gone()
     if is_main:

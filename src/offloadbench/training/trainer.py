@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 from .observe import ActivationCopies
@@ -47,10 +48,9 @@ def zero3_adapter(trainer) -> bool:
     engine = getattr(trainer, "deepspeed", None)  # the DeepSpeed engine, once training has set it up
     if not trainer.is_deepspeed_enabled or engine is None:
         return False
-    from peft import PeftModel
-
+    peft = sys.modules.get("peft")  # a run without adapters never imports it (env.hide_libraries)
     stage = engine.config.get("zero_optimization", {}).get("stage")
-    return stage == 3 and isinstance(trainer.model, PeftModel)
+    return stage == 3 and peft is not None and isinstance(trainer.model, peft.PeftModel)
 
 
 def zero3_adapter_state_dict(model, writer: bool) -> dict | None:
