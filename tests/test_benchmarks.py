@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -64,3 +65,38 @@ def test_the_recorders_counted_cost_is_judged_on_its_largest_repeat():
     assert overhead.judge_direct([0.004, 0.031, 0.005])["direct_verdict"] == "undecided"
     missed = overhead.judge_direct([0.05, 0.04, 0.06])
     assert missed["direct_verdict"] == "missed" and missed["direct"] == pytest.approx(0.05)
+
+
+def rule_times():
+    spec = importlib.util.spec_from_file_location("rule_times", REPO / "tools" / "rule_times.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_job(results, rule, name, seconds, summary=None, runs="runs"):
+    (results / "benchmarks" / rule).mkdir(parents=True, exist_ok=True)
+    (results / "benchmarks" / rule / f"{name}.tsv").write_text(f"s\th:m:s\n{seconds}\t0:00:{seconds}\n")
+    if summary is not None:
+        (results / runs / name).mkdir(parents=True, exist_ok=True)
+        (results / runs / name / "summary.json").write_text(json.dumps(summary))
+
+
+def test_rule_times_sets_each_training_job_against_its_runs_own_time(tmp_path):
+    write_job(tmp_path, "train", "full", 12.0, {"wall_s": 8.0, "train_s": 6.0})
+    write_job(tmp_path, "train", "lora", 14.0, {"wall_s": 9.5, "train_s": 7.0})
+    write_job(tmp_path, "resolve", "full", 0.5)
+    rows = {r["rule"]: r for r in rule_times().rule_rows(tmp_path)}
+    assert rows["train"]["job_s"] == pytest.approx(26.0) and rows["train"]["train_s"] == pytest.approx(13.0)
+    assert rows["train"]["startup_exit_s"] == pytest.approx(26.0 - 17.5)
+    assert "startup_exit_s" not in rows["resolve"]
+
+
+def test_rule_times_says_nothing_of_start_up_where_a_summary_is_missing(tmp_path):
+    # a job time without its run's wall time is not start-up: the columns stay empty
+    write_job(tmp_path, "pretrain", "tiny", 60.0, None)
+    write_job(tmp_path, "train", "full", 12.0, {"wall_s": 8.0, "train_s": 6.0})
+    write_job(tmp_path, "train", "lora", 14.0, None)
+    rows = {r["rule"]: r for r in rule_times().rule_rows(tmp_path)}
+    assert "startup_exit_s" not in rows["pretrain"] and "startup_exit_s" not in rows["train"]
+    assert "| `train` | 2 | 26.0 | 13.0 |  |  |  |" in rule_times().table(list(rows.values()))

@@ -1,7 +1,8 @@
 """Per-rule job times of a finished workflow, from Snakemake's own benchmark files, against the
 work each job did: for training jobs, the run's wall time (summary.json ``wall_s``: from the spec
-read to the summary written) and its training time (``train_s``), so that start-up (interpreter,
-imports, launcher) is the job's time less the run's.
+read to the summary written) and its training time (``train_s``), so that start-up and exit
+(interpreter, imports, launcher, the process ending) is the job's time less the run's. A rule whose
+jobs did not all leave a summary gets no run columns rather than a job time counted as start-up.
 
     .venv/bin/python tools/rule_times.py results            # a markdown table on stdout
     .venv/bin/python tools/rule_times.py results --json out.json
@@ -36,9 +37,10 @@ def rule_rows(results: Path) -> list[dict]:
         if runs:
             summaries = [results / runs / name / "summary.json" for name in jobs]
             summaries = [json.loads(p.read_text()) for p in summaries if p.is_file()]
-            row["run_wall_s"] = sum(s.get("wall_s") or 0 for s in summaries)
-            row["train_s"] = sum(s.get("train_s") or 0 for s in summaries)
-            row["startup_s"] = row["job_s"] - row["run_wall_s"]
+            if len(summaries) == len(jobs):
+                row["run_wall_s"] = sum(s.get("wall_s") or 0 for s in summaries)
+                row["train_s"] = sum(s.get("train_s") or 0 for s in summaries)
+                row["startup_exit_s"] = row["job_s"] - row["run_wall_s"]
         rows.append(row)
     return rows
 
@@ -48,13 +50,13 @@ def table(rows: list[dict]) -> str:
         return "" if v is None else f"{v:,.1f}"
 
     out = [
-        "| rule | jobs | job time (s) | median job (s) | run wall (s) | training (s) | start-up (s) |",
+        "| rule | jobs | job time (s) | median job (s) | run wall (s) | training (s) | start-up and exit (s) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: -r["job_s"]):
         out.append(
             f"| `{r['rule']}` | {r['jobs']} | {f(r['job_s'])} | {f(r['median_job_s'])} | "
-            f"{f(r.get('run_wall_s'))} | {f(r.get('train_s'))} | {f(r.get('startup_s'))} |"
+            f"{f(r.get('run_wall_s'))} | {f(r.get('train_s'))} | {f(r.get('startup_exit_s'))} |"
         )
     total = sum(r["job_s"] for r in rows)
     out.append(f"| all | {sum(r['jobs'] for r in rows)} | {f(total)} | | | | |")
