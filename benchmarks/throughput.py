@@ -77,6 +77,7 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
     from offloadbench.training.model import load_model
 
     tr = spec["training"]
+    fused = tr["optimizer"] == "adamw_torch_fused"  # the implementation Trainer builds for the run
     data = datasets.load_from_disk(str(data_dir))
     steps = batches(data, tr["micro_batch_size"], tr["gradient_accumulation_steps"], tr["max_steps"], spec["seed"])
     torch.manual_seed(spec["seed"])
@@ -107,7 +108,7 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
         keep_alive = HfDeepSpeedConfig(ds)  # noqa: F841 (transformers holds a weak reference)
         model = load_model(spec, "cpu", "fp32", zero3=zero3)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = None if "optimizer" in ds else torch.optim.AdamW(params, lr=tr["learning_rate"])
+        optimizer = None if "optimizer" in ds else torch.optim.AdamW(params, lr=tr["learning_rate"], fused=fused)
         engine, *_ = deepspeed.initialize(model=model, model_parameters=params, optimizer=optimizer, config=ds)
         engine.train()
         t0 = time.perf_counter()
@@ -121,7 +122,7 @@ def plain_loop(spec: dict, data_dir: Path) -> float:
         model = load_model(spec, "cpu", "fp32", zero3=False)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=tr["learning_rate"], weight_decay=tr["weight_decay"])
+        optimizer = torch.optim.AdamW(params, lr=tr["learning_rate"], weight_decay=tr["weight_decay"], fused=fused)
         t0 = time.perf_counter()
         for micro_batches in steps:
             for b in micro_batches:

@@ -60,6 +60,8 @@ def test_cuda_lora_places_the_model_on_the_gpu_after_loading_it_on_the_host(conf
     assert gpu["weights"] - qlora["weights"] == 2 * linear - (36_864 + 1_152 + 18)  # only the projections differ
     assert gpu["gradients"] == 4 * LORA_TWO
     assert gpu["optimizer"] == 8 * LORA_TWO + 4 * LORA_TWO  # moments + foreach AdamW's temporary
+    fused = predict(spec_for(config, "lora", optimizer="adamw_torch_fused"), TWO, 32, "cuda")["predicted"]["gpu"]
+    assert fused["optimizer"] == 8 * LORA_TWO  # the fused kernel updates in place: moments only
     assert host["weights"] == 2 * linear + 4 * (N_TWO - linear)  # built on the CPU before Trainer moves it
     assert any("projections loaded in bf16" in a for a in pred["assumptions"])
     # On the CPU (dtype auto: fp32) the base stays fp32.

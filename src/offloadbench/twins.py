@@ -31,8 +31,9 @@ SCHEDULING_KEYS = (
     "overlap_comm",
     "contiguous_gradients",
 )
-# The same algorithm without paging (bitsandbytes' 32-bit AdamW is AdamW).
-NOT_PAGED = {"paged_adamw_32bit": "adamw_torch"}
+# One algorithm, several implementations: bitsandbytes' 32-bit AdamW (paged or not) and torch's
+# AdamW, tensor by tensor or fused, compute the same update.
+ADAMW = {"paged_adamw_32bit": "adamw", "adamw_torch": "adamw", "adamw_torch_fused": "adamw"}
 
 
 def offloads(spec: dict) -> list[str]:
@@ -66,7 +67,7 @@ def without_offload(spec: dict) -> dict:
             zero.pop(key, None)
     training = s["training"]
     training["activation_offload"] = False
-    training["optimizer"] = NOT_PAGED.get(training["optimizer"], training["optimizer"])
+    training["optimizer"] = ADAMW.get(training["optimizer"], training["optimizer"])
     return s
 
 

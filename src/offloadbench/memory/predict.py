@@ -126,7 +126,8 @@ def predict(spec: dict, model_config: dict, block_size: int, device: str) -> dic
         else:
             put("gpu", "optimizer", 8 * trainable)  # fp32 first and second moments
         if opt == "adamw_torch" and device == "cuda":
-            put("gpu", "optimizer", 4 * trainable)  # foreach AdamW's temporary (sqrt of the second moment)
+            put("gpu", "optimizer", 4 * trainable)  # foreach AdamW's temporary (sqrt of the second moment);
+            #   the fused kernel (adamw_torch_fused) updates in place and has none
         if method in ("full", "lora") and device == "cuda":
             # from_pretrained builds the model on the CPU; Trainer then moves it to the GPU.
             put("host", "weights", base)

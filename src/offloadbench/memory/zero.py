@@ -152,14 +152,23 @@ def zero3_placement(put, z3: dict, cfg: dict, spec: dict, p: dict, base: float, 
     put("gpu", "gradients", (z3["reduce_bucket_size"] if p["cuda"] else filled) * cb)
     # Reducing the bucket at the end of backward: reduce_scatter_coalesced (runtime/comm/
     # coalesced_collectives.py) concatenates its gradients into a new flat tensor, and on a CPU gloo's
-    # reduce-scatter copies that once more; NCCL reduces in place. Transient, but the run's peak: on
-    # the CPU the memory-scale runs peak there, two fp32 copies of their 103 M gradients above what
-    # backward leaves behind (docs/memory-model.md).
-    put("gpu", "gradients", filled * cb * (1 if p["cuda"] else 2))
+    # reduce-scatter copies that once more; NCCL reduces in place. Transient: with optimizer offload
+    # the run's peak (on the CPU the memory-scale runs, two fp32 copies of their 103 M gradients above
+    # what backward leaves behind; docs/memory-model.md). Without offload see zero3_step_transient.
+    copies = filled * cb * (1 if p["cuda"] else 2)
     # Gradient partitions in the model's dtype: on the GPU, or on the host with optimizer offload.
     part = _ceil_div(trainable, ws)
     put("gpu" if z3["optimizer"] == "none" else "host", "gradients", part * cb)
     sub = min(part, z3["sub_group_size"])
+    if z3["optimizer"] == "none":
+        step_grad, step_temp = zero3_step_transient(spec["training"]["optimizer"], sub, p["cuda"])
+        if step_grad + step_temp > copies:  # the run peaks in whichever phase holds more
+            put("gpu", "gradients", step_grad)
+            put("gpu", "optimizer", step_temp)
+        else:
+            put("gpu", "gradients", copies)
+    else:
+        put("gpu", "gradients", copies)
     if z3["optimizer"] == "nvme":
         swapped = swappable_numel(trainable_tensors(cfg, spec), ws, 4, z3["min_aio_bytes"])
         put("nvme", "optimizer", 12 * part)  # fp32 master, exp_avg, exp_avg_sq
@@ -168,9 +177,20 @@ def zero3_placement(put, z3: dict, cfg: dict, spec: dict, p: dict, base: float, 
         put("host", "optimizer", optimizer_swap_buffers(z3, part))  # pinned swap buffers
     else:
         put(where[z3["optimizer"]], "optimizer", 12 * part)  # fp32 master, exp_avg, exp_avg_sq
-        # The fp32 gradient the optimizer steps on: a flattened copy per sub-group on the GPU,
-        # the master's .grad (the whole partition) with CPU offload.
-        put(where[z3["optimizer"]], "gradients", 4 * (sub if z3["optimizer"] == "none" else part))
+        if z3["optimizer"] == "cpu":  # the fp32 gradient it steps on: the master's .grad, held throughout
+            put("host", "gradients", 4 * part)
+
+
+def zero3_step_transient(optimizer: str, sub: int, cuda: bool) -> tuple[int, int]:
+    """Bytes ZeRO-3 without optimizer offload adds inside its optimizer step, after backward's copies
+    are freed: the fp32 gradient the optimizer steps on, which DeepSpeed flattens from the
+    sub-group's gradient partitions there (stage3.py _prepare_fp32_grad_for_sub_group), and torch
+    AdamW's temporaries the size of it: tensor by tensor on a CPU two (exp_avg_sq.sqrt() and its
+    division by the bias correction), foreach on a GPU one (the sqrt), the fused kernel none.
+    Traced on the CPU (docs/memory-model.md): `zero3` at memory scale peaks in this step with
+    adamw_torch, in backward with adamw_torch_fused."""
+    temporaries = 0 if optimizer == "adamw_torch_fused" else (1 if cuda else 2)
+    return 4 * sub, temporaries * 4 * sub
 
 
 def nvme_param_placement(groups: list[list[int]], ws: int, z3: dict) -> tuple[int, list[int]]:
