@@ -160,13 +160,12 @@ def zero3_placement(put, z3: dict, cfg: dict, spec: dict, p: dict, base: float, 
     part = _ceil_div(trainable, ws)
     put("gpu" if z3["optimizer"] == "none" else "host", "gradients", part * cb)
     sub = min(part, z3["sub_group_size"])
-    if z3["optimizer"] == "none":
-        step_grad, step_temp = zero3_step_transient(spec["training"]["optimizer"], sub, p["cuda"])
-        if step_grad + step_temp > copies:  # the run peaks in whichever phase holds more
-            put("gpu", "gradients", step_grad)
-            put("gpu", "optimizer", step_temp)
-        else:
-            put("gpu", "gradients", copies)
+    step_grad, step_temp = (
+        zero3_step_transient(spec["training"]["optimizer"], sub, p["cuda"]) if z3["optimizer"] == "none" else (0, 0)
+    )
+    if step_grad + step_temp > copies:  # the run peaks in whichever phase holds more
+        put("gpu", "gradients", step_grad)
+        put("gpu", "optimizer", step_temp)
     else:
         put("gpu", "gradients", copies)
     if z3["optimizer"] == "nvme":
