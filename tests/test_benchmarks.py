@@ -50,7 +50,7 @@ def test_recorder_overhead_is_judged_on_its_interval():
     assert noisy["verdict"] == "undecided" and noisy["overhead_low"] < 0.03 < noisy["overhead_high"]
 
 
-@pytest.mark.parametrize("script", ["throughput", "scaling", "overhead"])
+@pytest.mark.parametrize("script", ["throughput", "scaling", "overhead", "side_by_side"])
 def test_fewer_than_three_repeats_are_refused(script):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--repeats", "2"], capture_output=True, text=True
@@ -100,3 +100,23 @@ def test_rule_times_says_nothing_of_start_up_where_a_summary_is_missing(tmp_path
     rows = {r["rule"]: r for r in rule_times().rule_rows(tmp_path)}
     assert "startup_exit_s" not in rows["pretrain"] and "startup_exit_s" not in rows["train"]
     assert "| `train` | 2 | 26.0 | 13.0 |  |  |  |" in rule_times().table(list(rows.values()))
+
+
+def test_a_neighbours_cost_is_judged_on_its_interval():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # side_by_side.py imports its sibling throughput.py
+    side = load("side_by_side")
+    alone = [4000.0, 4100.0, 3950.0, 4050.0, 4020.0]
+    assert side.judge([3990.0, 4080.0, 3970.0, 4040.0, 4000.0], alone)["verdict"] == "met"
+    slowed = side.judge([3000.0, 3100.0, 2950.0, 3050.0, 3020.0], alone)  # a neighbour costing 25%
+    assert slowed["verdict"] == "missed" and slowed["ratio"] == pytest.approx(3020 / 4020)
+    noisy = side.judge([3500.0, 4300.0, 3300.0, 4100.0, 3900.0], [4000.0, 3400.0, 4400.0, 3600.0, 4200.0])
+    assert noisy["verdict"] == "undecided" and noisy["ratio_low"] < 0.95 < noisy["ratio_high"]
+
+
+def test_the_neighbour_trains_longer_than_the_measured_run_and_leaves_its_spec_alone():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    side = load("side_by_side")
+    spec = {"run": "lora", "training": {"max_steps": 40, "cpu_threads": 1}}
+    other = side.neighbour_of(spec)
+    assert other["training"]["max_steps"] == 80 and other["run"] != "lora"
+    assert spec == {"run": "lora", "training": {"max_steps": 40, "cpu_threads": 1}}

@@ -18,6 +18,7 @@ import yaml
 from conftest import BIN, REPO, snakemake
 
 from offloadbench.config import load_config
+from offloadbench.spec import base_eval_spec, run_spec
 
 PROFILES = REPO / "workflow" / "profiles"
 PAPER = REPO / "configs" / "paper.yaml"
@@ -57,14 +58,15 @@ def rule_names() -> set[str]:
 
 def test_only_the_jobs_that_use_every_core_go_to_the_queue():
     """Every rule is a localrule (seconds: docs/cluster.md has the measurement) except the ones that
-    take all cores of a node (threads: all_cores()): pretraining, training and evaluation."""
+    run offloadbench.train on every core or on training.cpu_threads (all_cores(), train_threads,
+    eval_threads): pretraining, training and evaluation."""
     block = re.search(r"^localrules:\n((?:    \w+,\n)+)", (REPO / "Snakefile").read_text(), re.M)
     local = set(re.findall(r"\w+", block[1]))
     heavy = {
         name
         for smk in (REPO / "workflow" / "rules").glob("*.smk")
         for name, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)+)", smk.read_text(), re.M)
-        if "threads: all_cores()" in body
+        if re.search(r"threads: (all_cores\(\)|train_threads|eval_threads)$", body, re.M)
     }
     assert heavy == {"pretrain", "train", "evaluate_base"}
     assert local == (rule_names() | {"all"}) - heavy
@@ -133,7 +135,13 @@ def test_slurm_profile_dry_runs_with_gpus_or_cpus_memory_and_time_per_training_r
         if config["accelerator"] == "gpu":
             assert res["gpu"] == 1 and res["cpus_per_gpu"] == 8 and "cpus_per_task" not in res, run
         else:
-            assert "gpu" not in res and res["cpus_per_task"] == 8, f"{run}: the profile's cores, no GPU"
+            # the profile's cores where cpu_threads is null (the memory-scale runs), else cpu_threads
+            spec = base_eval_spec(config) if run == "evaluate_base" else run_spec(config, run)
+            want = 8 if spec["training"]["cpu_threads"] is None else spec["training"]["cpu_threads"]
+            assert "gpu" not in res and res["cpus_per_task"] == want, f"{run}: its CPUs, no GPU"
+    if not configfile:
+        per_job = {res["cpus_per_task"] for res in runs.values()}
+        assert per_job == {1, 8}, "both kinds of job are in the default profile"
     assert config["accelerator"] == ("gpu" if configfile else "none")
     assert all(r["mem_mb"] == 256000 and r["runtime"] == 240 for r in runs.values())
     assert evaluate["mem_mb"] == 64000
@@ -198,7 +206,10 @@ def write_scale_config(tmp_path: Path, accelerator: str) -> Path:
         {"name": "ws2", "method": "full", "deepspeed": ds, "world_size": 2},
         {"name": "nodes2", "method": "full", "deepspeed": ds, "world_size": 8, "num_nodes": 2},
     ]
-    path.write_text(yaml.safe_dump({"accelerator": accelerator, "baseline_run": "ws1", "runs": runs}))
+    # every core of a node per job (cpu_threads null), as a multi-node run would be given
+    training = {"cpu_threads": None}
+    config = {"accelerator": accelerator, "baseline_run": "ws1", "training": training, "runs": runs}
+    path.write_text(yaml.safe_dump(config))
     return path
 
 

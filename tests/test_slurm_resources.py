@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from offloadbench.launch import job_resources, omp_threads, rank_threads
+from offloadbench.launch import cuda_visible, job_resources, job_threads, omp_threads, rank_threads
 
 
-def layout(world_size: int = 1, num_nodes: int = 1) -> dict:
-    return {"world_size": world_size, "num_nodes": num_nodes}
+def layout(world_size: int = 1, num_nodes: int = 1, cpu_threads: int | None = None) -> dict:
+    return {"world_size": world_size, "num_nodes": num_nodes, "training": {"cpu_threads": cpu_threads}}
 
 
 NOT_GPU = ("gpu", "gres", "tasks_per_gpu", "cpus_per_gpu")
@@ -71,3 +71,41 @@ def test_omp_threads_follow_the_resources_the_job_got():
 def test_an_unknown_accelerator_is_refused():
     with pytest.raises(ValueError, match="gpu, none"):
         job_resources(layout(), "cuda", 2)
+
+
+@pytest.mark.parametrize(
+    ("spec", "accelerator", "gpu_here", "threads"),
+    [
+        (layout(cpu_threads=1), "none", False, 1),  # side by side, one core each
+        (layout(2, cpu_threads=1), "none", False, 2),  # per rank: two ranks, one core each
+        (layout(4, 2, cpu_threads=1), "none", False, 2),  # ranks per node, not in all
+        (layout(cpu_threads=3), "none", False, 3),
+        (layout(cpu_threads=16), "none", False, 8),  # never more than --cores
+        (layout(), "none", False, 8),  # cpu_threads null: every core, the job runs alone
+        (layout(cpu_threads=1), "gpu", False, 8),  # GPU jobs: cpus_per_gpu shares out every core
+        (layout(cpu_threads=1), "none", True, 8),  # a GPU in sight: jobs side by side would share it
+    ],
+)
+def test_job_threads_follow_cpu_threads_only_where_jobs_train_on_the_cpu(spec, accelerator, gpu_here, threads):
+    assert job_threads(spec, accelerator, 8, gpu_here) == threads
+
+
+def test_a_job_with_fewer_threads_asks_a_cpu_cluster_for_them():
+    spec = layout(cpu_threads=1)
+    threads = job_threads(spec, "none", 8, False)
+    res = job_resources(spec, "none", threads)
+    assert res["cpus_per_task"] == 1 and omp_threads(spec, "none", res) == 1
+
+
+def test_a_gpu_is_in_sight_only_where_a_device_node_is_and_cuda_sees_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    (tmp_path / "nvidiactl").touch()  # the driver's control node: there even with no GPU given
+    (tmp_path / "nvidia-uvm").touch()
+    assert not cuda_visible(str(tmp_path))
+    (tmp_path / "nvidia0").touch()
+    assert cuda_visible(str(tmp_path))
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not cuda_visible(str(tmp_path)), hidden
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert cuda_visible(str(tmp_path))

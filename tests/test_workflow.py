@@ -287,7 +287,7 @@ def test_same_seed_repeats_the_loss_curve(tiny_workflow, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},  # as the rule ran it (threads = --cores 2)
+        env={**os.environ, "OMP_NUM_THREADS": str(summary(tiny_workflow, "lora")["threads"])},  # as the rule ran it
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = [r["loss"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
@@ -349,6 +349,28 @@ def test_every_run_loaded_only_the_libraries_its_method_uses(tiny_workflow):
         seen.update(s["libraries"])
     assert seen == set(OPTIONAL_LIBRARIES), "the tiny profile has runs that use each of them"
     assert summary(tiny_workflow, "full")["libraries"] == []
+
+
+def job_times(workdir, rule: str) -> list[tuple[float, float]]:
+    """(start, end) of each job of ``rule``, from Snakemake's own record of the outputs it made."""
+    records = [json.loads(p.read_text()) for p in (workdir / ".snakemake" / "metadata").iterdir()]
+    return sorted({(r["starttime"], r["endtime"]) for r in records if r.get("rule") == rule})
+
+
+def test_each_run_trained_with_its_cpu_threads_and_small_runs_side_by_side(tiny_workflow):
+    """training.cpu_threads 1 on the CPU: each job is given one core and its torch uses one
+    (OMP_NUM_THREADS), so that two jobs train at once on the 2 cores; pretraining keeps both."""
+    from offloadbench.launch import job_threads
+
+    for run in RUNS:
+        s = summary(tiny_workflow, run)
+        assert s["threads"] == job_threads(s["spec"], "none", 2, False) == 1, run
+    pretrain = json.loads((tiny_workflow / "results" / "pretrain" / "tiny-test-llama" / "summary.json").read_text())
+    assert pretrain["threads"] == 2
+    train = job_times(tiny_workflow, "train")
+    assert len(train) == len(RUNS)
+    overlaps = sum(b[0] < a[1] for a, b in zip(train, train[1:], strict=False))
+    assert overlaps >= len(RUNS) // 3, f"training jobs ran one after the other: {train}"
 
 
 def test_finished_workflow_has_nothing_left_to_do(tiny_workflow):

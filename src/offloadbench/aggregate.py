@@ -68,6 +68,9 @@ COLUMNS = {
     # Loading and set-up (QLoRA's base is quantized from an unquantized copy in host memory).
     "host load peak (GiB)": ("host_rss_load_peak_bytes", 1 / GIB, 2),
     "NVMe written (GiB)": ("nvme_bytes_written", 1 / GIB, 2),
+    # Compute threads of the training process (training.cpu_threads, or every core): speed is per
+    # these threads, and runs of fewer threads trained side by side with another job.
+    "threads": ("threads", 1, 0),
     "tokens/s": ("tokens_per_s", 1, 0),
     "step time (s)": (lambda s: s["train_step_s"], 1, 3),
     "wall time (s)": ("wall_s", 1, 1),
@@ -256,7 +259,7 @@ GROUPS = {
     ],
     # tokens/s over all steps as in the summary; median, IQR and n over the steps after the first
     # WARMUP_STEPS (what speed claims are judged on)
-    "Speed": ["tokens/s", *SPREAD_COLUMNS, "step time (s)", "wall time (s)", *JOB_COLUMNS],
+    "Speed": ["threads", "tokens/s", *SPREAD_COLUMNS, "step time (s)", "wall time (s)", *JOB_COLUMNS],
     "Quality": ["train loss", "eval loss", "eval gain", "eval ppl"],
     # Offload keeps the math: each offload run against the same run without it (twins.py).
     "Fidelity": ["offload", *TWIN_COLUMNS],

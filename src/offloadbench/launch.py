@@ -61,6 +61,28 @@ def job_resources(spec: dict, accelerator: str, threads: int) -> dict:
     return out
 
 
+def cuda_visible(devices: str = "/dev") -> bool:
+    """Whether jobs started here can see an NVIDIA GPU: a /dev/nvidia<N> device node (what the
+    driver and a container started with --gpus create) and CUDA_VISIBLE_DEVICES not emptied. Read
+    without importing torch, so the Snakefile stays light."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return any(p.name[len("nvidia") :].isdigit() for p in Path(devices).glob("nvidia*"))
+
+
+def job_threads(spec: dict, accelerator: str, cores: int, gpu_here: bool) -> int:
+    """The CPUs (Snakemake ``threads``) of a job that runs ``offloadbench.train`` on ``spec``:
+    with ``accelerator: none`` and no GPU in sight, ``training.cpu_threads`` per rank on each node,
+    so that runs too small to use every core run side by side, one core each (the scheduler never
+    gives out more than ``--cores``); otherwise, and where cpu_threads is null, every core, so the
+    job runs alone. A GPU in sight keeps every job alone although the config says ``none``: jobs
+    side by side would share the GPU, and its NVML memory counts every process on it."""
+    per_rank = spec["training"].get("cpu_threads")
+    if accelerator != "none" or gpu_here or per_rank is None:
+        return cores
+    return max(1, min(cores, per_rank * ranks_per_node(spec)))
+
+
 def ranks_per_node(spec: dict) -> int:
     return spec["world_size"] // spec["num_nodes"]
 

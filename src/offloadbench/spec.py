@@ -164,6 +164,7 @@ def pretrain_spec(config: dict, name: str | None = None) -> dict:
         "optimizer": "adamw_torch",
         "activation_offload": False,
         "eval_max_blocks": ds.get("max_validation_blocks"),
+        "cpu_threads": None,  # every core: nothing else can run until the base model exists
     }
     return {
         **_spec(config, {"name": f"pretrain-{name}", "method": "full", "training": training}),

@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 from offloadbench.config import check_config, expand_runs, schema_errors
 from offloadbench.errors import ConfigError
-from offloadbench.launch import job_resources, launcher_command, omp_threads
+from offloadbench.launch import cuda_visible, job_resources, job_threads, launcher_command, omp_threads
 from offloadbench.spec import (
     base_eval_spec,
     datasets,
@@ -166,6 +166,19 @@ def tokenizer_arg(wildcards, input):
 
 ACCELERATOR = config["accelerator"]  # gpu | none: what the cluster profiles ask for per training job
 EVAL_LAYOUT = {"world_size": 1, "num_nodes": 1}  # evaluate_base: one process on one machine
+
+
+GPU_HERE = cuda_visible()  # a GPU in sight keeps every training job alone (launch.job_threads)
+
+
+def train_threads(wildcards):
+    """CPUs of a run's training job: training.cpu_threads per rank, or every core (job_threads)."""
+    return job_threads(run_spec(config, wildcards.run), ACCELERATOR, all_cores(), GPU_HERE)
+
+
+def eval_threads(wildcards):
+    """CPUs of the base model's evaluation: as a run with the defaults of `training`."""
+    return job_threads(base_eval_spec(config), ACCELERATOR, all_cores(), GPU_HERE)
 
 
 def train_resource(name):

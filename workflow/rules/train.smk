@@ -1,7 +1,9 @@
 # One training job per run in config `runs` (src/offloadbench/train.py). Method and offload are
 # configuration; DeepSpeed and multi-process runs are launched through torchrun, and runs over
 # several machines through srun + torchrun (src/offloadbench/launch.py).
-# Each job takes every core: timings of jobs that share a machine would not be comparable.
+# A job takes training.cpu_threads per rank where jobs train on the CPU, else every core
+# (launch.job_threads): the default profile's small runs train side by side, one core each, at the
+# speed they have alone (benchmarks/side_by_side.py); the runs C4 times take every core, alone.
 # Besides the declared outputs a run folder holds model/ (the final checkpoint or LoRA adapter) and,
 # while a run is unfinished, checkpoints/ (resume points: a rerun after a kill continues there).
 # A run that fails while training still ends the job successfully, with status failed or oom in
@@ -63,7 +65,7 @@ rule train:
         "results/benchmarks/train/{run}.tsv",
     log:
         "results/logs/train/{run}.log",
-    threads: all_cores()
+    threads: train_threads
     resources:
         gpu=train_resource("gpu"),
         nodes=train_resource("nodes"),
@@ -94,7 +96,7 @@ rule evaluate_base:
         "results/benchmarks/evaluate_base/base.tsv",
     log:
         "results/logs/evaluate_base/base.log",
-    threads: all_cores()
+    threads: eval_threads
     resources:
         gpu=eval_resource("gpu"),
         nodes=eval_resource("nodes"),

@@ -130,6 +130,7 @@ MEASURED = (
     "offload_observed",
     "deepspeed_config",
     "libraries",
+    "threads",
 )
 
 

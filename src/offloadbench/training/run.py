@@ -176,6 +176,7 @@ def run(spec: dict, data_dir: Path, out: Path, save_model: Path | None = None) -
         rng=recorder.rng,
         ranks=ranks,
         libraries=libraries_loaded(),
+        threads=torch.get_num_threads(),
     )
     stop_if_gone()
     if is_main:
