@@ -410,6 +410,25 @@ def test_throughput_without_steps_falls_back_to_the_summary(tmp_path):
     plt.close(fig)
 
 
+@pytest.mark.parametrize(
+    ("threads", "labels", "axis"),
+    [
+        ((1, 1, 2), ["1,234  run mean", "1,500  run mean", "2,000  run mean, 2 threads"], "(1 thread unless marked)"),
+        ((2, 2, 2), ["1,234  run mean", "1,500  run mean", "2,000  run mean"], None),
+    ],
+)
+def test_throughput_bars_name_their_threads_where_the_runs_had_different_counts(tmp_path, threads, labels, axis):
+    """A one-core bar must not be read against a two-core one without saying so."""
+    runs_dir = tmp_path / "runs"
+    for run, rate, t in zip(("a", "b", "c"), (1234.0, 1500.0, 2000.0), threads, strict=True):
+        write(runs_dir, run, summary(run, tokens_per_s=rate, threads=t), [])
+    fig = figures.throughput_figure(figures.load_runs(runs_dir, ["a", "b", "c"]))
+    assert texts(fig) == labels
+    xlabel = fig.axes[-1].get_xlabel()
+    assert (axis in xlabel) if axis else ("thread" not in xlabel)
+    plt.close(fig)
+
+
 def test_speed_claim_pairs_are_marked(results):
     claims = [
         {"id": "C1", "check": "at_most", "run": "lora", "against": ["full"], "metrics": ["gpu_allocated_peak_bytes"]},

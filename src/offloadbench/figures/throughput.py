@@ -3,6 +3,8 @@ speed claims' runs bracketed."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -59,11 +61,20 @@ def _claim_brackets(ax, pairs: list[tuple[str, str, str]], rows: dict[str, int],
                 linespacing=1.1, gid=f"claim-label-{cid}")  # fmt: skip
 
 
+def thread_text(n: int) -> str:
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
 @plt.rc_context(STYLE)
 def throughput_figure(entries: list[dict], claims: list[dict] | None = None) -> Figure:
     """Median tokens/s of steady steps, IQR and n; a panel (own scale) per model size; speed claims bracketed.
     A bar per configuration: a repeated run's bar is its own, with a dot at each of its seeds' medians."""
     seeds, entries = seeds_of(entries), configurations(entries)
+    # Speed is per the threads a run had (training.cpu_threads): where the runs had different
+    # counts, the bars of the less common ones say theirs and the axis the most common.
+    threads = {e["run"]: (e["summary"] or {}).get("threads") for e in entries}
+    counts = Counter(t for t in threads.values() if t is not None)
+    usual = counts.most_common(1)[0][0] if len(counts) > 1 else None
     sizes = _size_order(entries) or ["base"]
     rows = [[e for e in entries if (model_size(e) or sizes[-1]) == size] for size in sizes]
     fig, axes = plt.subplots(len(rows), 1, figsize=(SINGLE, 0.6 + 0.3 * len(rows) + 0.21 * len(entries)),
@@ -88,6 +99,8 @@ def throughput_figure(entries: list[dict], claims: list[dict] | None = None) -> 
                 ax.plot(dots, [y + SEED_ROW] * len(dots), ls="none", marker="o", ms=2.6, mfc="white", mec="black",
                         mew=0.6, zorder=3, gid="seed-medians")  # fmt: skip
                 text += f", {len(dots)} seeds"
+            if usual is not None and threads[entry["run"]] not in (None, usual):
+                text += f", {thread_text(threads[entry['run']])}"
             _row_text(ax, y, max([sp["q3"] or sp["median"], *dots]), text, note)
         ax.set(yticks=range(len(row)), yticklabels=[e["run"] for e in row], ylim=(len(row) - 0.5, -0.5))
         ends = [sp["q3"] or sp["median"] for sp in speeds if sp["median"] is not None] + sum(spreads.values(), [])
@@ -96,7 +109,8 @@ def throughput_figure(entries: list[dict], claims: list[dict] | None = None) -> 
         ax.grid(axis="y", visible=False)
         runs, medians = [e["run"] for e in row], {e["run"]: sp["median"] for e, sp in zip(row, speeds, strict=True)}
         _claim_brackets(ax, speed_pairs(claims, runs), {run: i for i, run in enumerate(runs)}, medians)
-    dots = "\n(dots: each seed's median)" if seeds else ""
-    axes[-1, 0].set_xlabel(f"training throughput (tokens/s): median, IQR{dots}")
+    notes = [f"{thread_text(usual)} unless marked"] if usual is not None else []
+    notes += ["dots: each seed's median"] if seeds else []
+    axes[-1, 0].set_xlabel("\n".join(["training throughput (tokens/s): median, IQR", *(f"({n})" for n in notes)]))
     _fit_row_texts(fig, list(axes[:, 0]))
     return fig
