@@ -2,8 +2,9 @@
 # configuration; DeepSpeed and multi-process runs are launched through torchrun, and runs over
 # several machines through srun + torchrun (src/offloadbench/launch.py).
 # A job takes training.cpu_threads per rank where jobs train on the CPU, else every core
-# (launch.job_threads): the default profile's small runs train side by side, one core each, at the
-# speed they have alone (benchmarks/side_by_side.py); the runs C4 times take every core, alone.
+# (launch.job_threads): the default profile's small runs train side by side, one core each (what a
+# neighbour costs them is inside the noise: benchmarks/side_by_side.py); the runs C4 times take
+# every core, alone.
 # Besides the declared outputs a run folder holds model/ (the final checkpoint or LoRA adapter) and,
 # while a run is unfinished, checkpoints/ (resume points: a rerun after a kill continues there).
 # A run that fails while training still ends the job successfully, with status failed or oom in
