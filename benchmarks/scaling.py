@@ -24,15 +24,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from throughput import write_record  # noqa: E402  (its sibling: the JSON record every benchmark writes)
+
 from offloadbench import speed  # noqa: E402
 from offloadbench.config import load_config  # noqa: E402
-from offloadbench.env import cpu_model, git_commit, prepare_process, versions  # noqa: E402
+from offloadbench.env import prepare_process  # noqa: E402
 from offloadbench.launch import train_argv  # noqa: E402
 from offloadbench.resolve import resolve_spec  # noqa: E402
 from offloadbench.spec import run_spec  # noqa: E402
@@ -183,19 +184,7 @@ def main() -> int:
             f" {r['gpu_per_process_bytes'] / GB:9.1f} GB {r['host_per_node_bytes'] / GB:7.0f} GB"
         )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "command": " ".join(sys.argv),
-            "commit": git_commit(REPO),
-            "run": args.run,
-            "cores": os.cpu_count(),
-            "cpu": cpu_model(),
-            "versions": versions(),
-            "date": time.strftime("%Y-%m-%d"),
-            "measured": rows,
-            "memory_model": model_rows,
-        }
-        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        write_record(args.out, run=args.run, cores=os.cpu_count(), measured=rows, memory_model=model_rows)
     return 0
 
 

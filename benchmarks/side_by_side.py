@@ -22,18 +22,16 @@ none missed but one undecided; 2 when the inputs are missing or a run takes ever
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from throughput import REPO, rule_summary, workflow_inputs
+from throughput import REPO, exit_status, rule_summary, workflow_inputs, write_record
 
 from offloadbench import speed
-from offloadbench.env import cpu_model, git_commit, prepare_process, versions
+from offloadbench.env import prepare_process
 from offloadbench.resolve import resolve_spec
 
 GOAL = 0.95  # beside / alone tokens/s
@@ -103,20 +101,8 @@ def main() -> int:
         rows.append({**row, "beside_tokens_per_s": beside, **judge(beside, alone)})
         print(row_text(rows[-1]), flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {
-            "command": " ".join(sys.argv),
-            "commit": git_commit(REPO),
-            "cores": cores,
-            "cpu": cpu_model(),
-            "versions": versions(),
-            "date": time.strftime("%Y-%m-%d"),
-            "goal": GOAL,
-            "rows": rows,
-        }
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-    verdicts = {r["verdict"] for r in rows}
-    return 1 if "missed" in verdicts else 3 if "undecided" in verdicts else 0
+        write_record(args.out, cores=cores, goal=GOAL, rows=rows)
+    return exit_status(rows)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,26 @@ def workflow_inputs(runs: list[str], results: Path) -> tuple[Path, dict] | None:
     return data_dir, specs
 
 
+def write_record(path: Path, **fields) -> None:
+    """A benchmark's JSON file: the command as typed, commit, CPU, versions and date, then ``fields``."""
+    record = {
+        "command": " ".join(sys.argv),
+        "commit": git_commit(REPO),
+        "cpu": cpu_model(),
+        "versions": versions(),
+        "date": time.strftime("%Y-%m-%d"),
+        **fields,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def exit_status(rows: list[dict]) -> int:
+    """0 when every row met its goal, 1 when one missed it, 3 when none missed but one was undecided."""
+    verdicts = {r["verdict"] for r in rows}
+    return 1 if "missed" in verdicts else 3 if "undecided" in verdicts else 0
+
+
 TARGET = 0.9  # rule / plain tokens/s
 
 
@@ -229,25 +249,8 @@ def main() -> int:
         rows.append({"run": name, "plain_tokens_per_s": plain, "rule_tokens_per_s": ours, **judge(plain, ours)})
         print(row_text(rows[-1]), flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "command": " ".join(sys.argv),
-                    "commit": git_commit(REPO),
-                    "threads": threads,
-                    "cpu": cpu_model(),
-                    "versions": versions(),
-                    "date": time.strftime("%Y-%m-%d"),
-                    "target": TARGET,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-    verdicts = {r["verdict"] for r in rows}
-    return 1 if "missed" in verdicts else 3 if "undecided" in verdicts else 0
+        write_record(args.out, threads=threads, target=TARGET, rows=rows)
+    return exit_status(rows)
 
 
 if __name__ == "__main__":

@@ -120,3 +120,16 @@ def test_the_neighbour_trains_longer_than_the_measured_run_and_leaves_its_spec_a
     other = side.neighbour_of(spec)
     assert other["training"]["max_steps"] == 80 and other["run"] != "lora"
     assert spec == {"run": "lora", "training": {"max_steps": 40, "cpu_threads": 1}}
+
+
+def test_every_benchmark_record_says_how_it_was_made_and_the_exit_status_follows_the_worst_verdict(tmp_path):
+    throughput = load("throughput")
+    path = tmp_path / "deep" / "record.json"
+    throughput.write_record(path, goal=0.95, rows=[])
+    record = json.loads(path.read_text())
+    assert {"command", "commit", "cpu", "versions", "date"} <= set(record) and record["goal"] == 0.95
+    assert record["versions"]["torch"]
+    status = throughput.exit_status
+    assert status([{"verdict": "met"}] * 2) == 0
+    assert status([{"verdict": "met"}, {"verdict": "undecided"}]) == 3
+    assert status([{"verdict": "missed"}, {"verdict": "undecided"}]) == 1, "a miss outweighs the noise"
