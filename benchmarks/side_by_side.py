@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from throughput import REPO, exit_status, rule_summary, workflow_inputs, write_record
+from throughput import judge as ratio_judge
 
-from offloadbench import speed
 from offloadbench.env import prepare_process
 from offloadbench.resolve import resolve_spec
 
@@ -38,9 +38,8 @@ GOAL = 0.95  # beside / alone tokens/s
 
 
 def judge(beside: list[float], alone: list[float]) -> dict:
-    ratio, low, high = speed.ratio_interval(beside, alone)
-    verdict = "met" if low >= GOAL else "missed" if high < GOAL else "undecided"
-    return {"ratio": ratio, "ratio_low": low, "ratio_high": high, "verdict": verdict}
+    """beside / alone with its interval, judged against GOAL as throughput.py judges its ratio."""
+    return ratio_judge(alone, beside, GOAL)
 
 
 def neighbour_of(spec: dict) -> dict:

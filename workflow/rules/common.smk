@@ -165,7 +165,7 @@ def tokenizer_arg(wildcards, input):
 
 
 ACCELERATOR = config["accelerator"]  # gpu | none: what the cluster profiles ask for per training job
-EVAL_LAYOUT = {"world_size": 1, "num_nodes": 1}  # evaluate_base: one process on one machine
+BASE_EVAL = base_eval_spec(config)  # evaluate_base: one process on one machine, training's defaults
 
 
 GPU_HERE = cuda_visible()  # a GPU in sight keeps every training job alone (launch.job_threads)
@@ -178,7 +178,7 @@ def train_threads(wildcards):
 
 def eval_threads(wildcards):
     """CPUs of the base model's evaluation: as a run with the defaults of `training`."""
-    return job_threads(base_eval_spec(config), ACCELERATOR, all_cores(), GPU_HERE)
+    return job_threads(BASE_EVAL, ACCELERATOR, all_cores(), GPU_HERE)
 
 
 def train_resource(name):
@@ -189,7 +189,7 @@ def train_resource(name):
 
 def eval_resource(name):
     """One resource of the base model's evaluation job (one process)."""
-    return lambda wildcards, threads: job_resources(EVAL_LAYOUT, ACCELERATOR, threads)[name]
+    return lambda wildcards, threads: job_resources(BASE_EVAL, ACCELERATOR, threads)[name]
 
 
 def train_omp_threads(wildcards, resources):
@@ -198,7 +198,7 @@ def train_omp_threads(wildcards, resources):
 
 
 def eval_omp_threads(wildcards, resources):
-    return omp_threads(EVAL_LAYOUT, ACCELERATOR, resources)
+    return omp_threads(BASE_EVAL, ACCELERATOR, resources)
 
 
 def launcher(run):

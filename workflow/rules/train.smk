@@ -104,7 +104,7 @@ rule evaluate_base:
         cpus_per_gpu=eval_resource("cpus_per_gpu"),
         cpus_per_task=eval_resource("cpus_per_task"),
     params:
-        spec=as_arg(base_eval_spec(config)),
+        spec=as_arg(BASE_EVAL),
         omp_threads=eval_omp_threads,
     shell:
         "OMP_NUM_THREADS={params.omp_threads} python -m offloadbench.train --eval-only --spec {params.spec:q}"
